@@ -1,0 +1,124 @@
+"""Configuration: frozen dataclasses, defaults in exactly this one place.
+
+Widgets and CLI flags build these; every run saves them as JSON next to its
+checkpoint (``config.json``), and :func:`from_dict` reads them back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """One augmentation policy, named by the survey's taxonomy.
+
+    Probabilities are per view; strengths follow SimCLR's conventions
+    (colour jitter strength s gives brightness/contrast/saturation 0.8 s, hue 0.2 s).
+    """
+
+    # geometric
+    crop_scale: tuple[float, float] = (0.2, 1.0)   # random resized crop area range; (1, 1) disables
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5                            # horizontal flip
+    rotation_degrees: float = 0.0                  # free rotation, uniform in [-d, d]
+    rotate90_p: float = 0.0                        # rotate by a random multiple of 90 degrees
+    # colour
+    jitter_p: float = 0.8
+    jitter_strength: float = 0.5
+    grayscale_p: float = 0.2                       # colour drop
+    # blur / solarize
+    blur_p: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_p: float = 0.0
+    # context
+    jigsaw_grid: int = 0                           # 0 off; g shuffles a g x g grid of patches
+    jigsaw_p: float = 0.0
+    cutout_p: float = 0.0
+    cutout_scale: tuple[float, float] = (0.02, 0.25)
+    # view geometry
+    out_size: int | None = None                    # output side; None keeps the input size
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Hyper-parameters of the SSL methods; each method reads the ones it needs."""
+
+    proj_dim: int = 128
+    proj_hidden: int = 512
+    temperature: float = 0.2            # InfoNCE / NT-Xent tau
+    debiased_tau_plus: float = 0.0      # Chuang et al. 2020 class prior; 0 disables
+    # MoCo
+    queue_size: int = 4096
+    momentum: float = 0.99              # key / target encoder EMA
+    symmetric: bool = True
+    # memory bank (InstDisc)
+    bank_momentum: float = 0.5
+    bank_loss: str = "infonce"          # "nce" or "infonce"
+    nce_negatives: int = 4096
+    # SwAV
+    n_prototypes: int = 100
+    sinkhorn_eps: float = 0.05
+    sinkhorn_iters: int = 3
+    swav_queue_size: int = 0
+    freeze_prototypes_steps: int = 100
+    # BYOL
+    predictor_hidden: int = 512
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs; saved as the run's ``config.json``."""
+
+    method: str = "simclr"
+    encoder: str = "resnet18-cifar"
+    encoder_width: int = 32             # base width for the CIFAR-style ResNet / small CNN
+    dataset: str = "fashion-mnist"
+    dataset_label: str | None = None    # relabel by a factor (for kNN monitoring)
+    augment: str = "simclr"             # policy name or spec, see ssl_viz.augment.parse_policy
+    epochs: float = 1.0
+    time_budget: float | None = None    # seconds; when set it overrides epochs
+    batch_size: int = 256
+    optimizer: str = "adamw"            # "adamw", "sgd" or "lars"
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.05
+    grad_clip: float = 3.0
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True                    # bf16 autocast on CUDA
+    channels_last: bool = False
+    compile: bool = False
+    log_every: int = 10
+    knn_every: int = 200                # steps between kNN monitor evaluations; 0 disables
+    knn_samples: int = 2000
+    checkpoint_every: float = 60.0      # seconds between checkpoints
+    max_train_images: int | None = None
+    method_cfg: MethodConfig = field(default_factory=MethodConfig)
+
+
+def to_dict(cfg: Any) -> dict:
+    """A dataclass tree as plain JSON-able dicts."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, data: dict) -> Any:
+    """Build dataclass ``cls`` from a dict, ignoring unknown keys, converting nested ones."""
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
+            value = from_dict(f.default_factory, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def save_json(cfg: Any) -> str:
+    return json.dumps(to_dict(cfg), indent=2, sort_keys=True)

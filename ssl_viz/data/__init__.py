@@ -1,0 +1,72 @@
+"""Datasets by name: one registry, one interface (:class:`ImageDataset`).
+
+>>> ds = load_dataset("digits", split="train")
+>>> ds.images.shape   # uint8 [N, 1, 8, 8]
+
+Names: ``digits``, ``fashion-mnist``, ``textures``, ``shapes``, ``photos`` and
+``folder:PATH`` (an ImageFolder-style directory). ``label=FACTOR`` relabels a
+dataset with factors (e.g. ``shapes`` by ``colour``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+
+from ssl_viz.data.base import DatasetError, ImageDataset, split_indices
+
+# name -> (module, one-line description). Each module exposes
+# ``load(split: str, **options) -> ImageDataset``.
+DATASETS: dict[str, tuple[str, str]] = {
+    "digits": ("ssl_viz.data.digits", "scikit-learn 8x8 handwritten digits (offline, 1797 images)"),
+    "fashion-mnist": ("ssl_viz.data.fashion_mnist", "Fashion-MNIST 28x28 clothing, 60k train / 10k test"),
+    "textures": ("ssl_viz.data.textures", "brick/grass/gravel patches + oriented gratings; factor orientation"),
+    "shapes": ("ssl_viz.data.shapes", "procedural shapes; factors shape, colour, orientation, size, position"),
+    "photos": ("ssl_viz.data.photos", "scikit-image sample photographs (no labels)"),
+    "folder": ("ssl_viz.data.folder", "your images: folder:PATH in ImageFolder layout"),
+}
+
+__all__ = ["DATASETS", "DatasetError", "ImageDataset", "dataset_names", "load_dataset", "split_indices"]
+
+
+def dataset_names() -> list[str]:
+    """Names offered in pickers (``folder`` needs a path, so it is listed as ``folder:``)."""
+    return [n if n != "folder" else "folder:" for n in DATASETS]
+
+
+def _resolve(name: str) -> tuple[str, dict]:
+    if name.startswith("folder:"):
+        path = name[len("folder:"):]
+        if not path:
+            raise DatasetError("folder: needs a path, e.g. folder:/data/my-images")
+        return "folder", {"path": path}
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(dataset_names())}")
+    return name, {}
+
+
+@functools.lru_cache(maxsize=16)
+def _load_cached(name: str, split: str, options: tuple) -> ImageDataset:
+    key, extra = _resolve(name)
+    module = importlib.import_module(DATASETS[key][0])
+    try:
+        return module.load(split=split, **extra, **dict(options))
+    except TypeError as exc:
+        raise DatasetError(f"{name}: bad option ({exc})") from exc
+
+
+def load_dataset(name: str, split: str = "train", label: str | None = None, **options) -> ImageDataset:
+    """Load dataset ``name``'s ``split`` ("train" or "test"), cached per process.
+
+    Args:
+        name: a registry name or ``folder:PATH``.
+        split: "train" or "test" (deterministic, seeded).
+        label: relabel by this factor (datasets with factors only).
+        options: dataset-specific keyword options (e.g. ``n=2000`` for procedural sets).
+    """
+    if split not in ("train", "test"):
+        raise DatasetError(f"split must be 'train' or 'test', got {split!r}")
+    ds = _load_cached(name, split, tuple(sorted(options.items())))
+    if label and label != ds.label_factor:
+        ds = ds.relabel(label)
+    return ds

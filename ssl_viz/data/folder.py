@@ -1,0 +1,362 @@
+"""Your own images: ``load_dataset("folder:/path/to/images")``.
+
+Two layouts are understood:
+
+* **ImageFolder**: one sub-folder per class (``root/cat/x.jpg``, ``root/dog/y.png``;
+  nested folders inside a class folder are searched too). Class names are the
+  sorted sub-folder names that hold at least one image file.
+* **flat**: images directly in ``root`` and no sub-folder holding images:
+  unlabelled (labels ``-1``, ``class_names == []``).
+
+Every image is read with PIL (EXIF rotation applied), converted to RGB, or to
+L when *every* image in the folder is grayscale, resized so its short side is
+``size`` and centre-cropped to ``size`` x ``size``. Palette, 16-bit, float and
+CMYK images are converted; transparent pixels are composited onto white.
+
+What is skipped, and why, is reported, never silently dropped: files with a
+non-image extension, files PIL cannot open or decode (corrupt, truncated),
+images over ``max_pixels`` (decompression-bomb guard), and images over the
+``max_images`` cap. Hidden files and folders (name starting with ``.``) are
+ignored. The report of each load is a :class:`FolderReport`, available as
+``ssl_viz.data.folder.last_report`` (the latest load in this process) and
+``ssl_viz.data.folder.report(path, split)``; a summary is also logged.
+
+Train/test: a deterministic split per class (``test_fraction`` of each class,
+at least one image when the class has two or more), seeded by ``seed`` and the
+class name, so adding a class does not reshuffle the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from ssl_viz.data.base import DatasetError, ImageDataset
+
+log = logging.getLogger(__name__)
+
+MAX_PIXELS = 64_000_000  # per image, below PIL's own 89M warning: larger files are skipped as possible bombs
+MAX_BYTES = 1 << 30  # the loaded uint8 tensor stays under 1 GiB: max_images shrinks for large `size`
+GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+# Malformed files make PIL raise almost anything (struct.error, IndexError, ...): a bad file is skipped, never fatal.
+_READ_ERRORS = (Exception,)
+
+
+def _image_extensions() -> frozenset[str]:
+    Image.init()
+    return frozenset(ext.lower() for ext in Image.registered_extensions())
+
+
+IMAGE_EXTENSIONS = _image_extensions()
+
+
+@dataclass
+class FolderReport:
+    """What one :func:`load` found, loaded and skipped.
+
+    Attributes:
+        path: the folder as given; split: "train" or "test"; layout: "imagefolder" or "flat".
+        mode: "RGB" or "L"; found: image files considered (after the cap), both splits together.
+        loaded: images in this split's dataset.
+        skipped: ``(file relative to path, reason)`` for every file left out: by name, place or
+            unreadable header (both splits), or failing to decode (this split's files only).
+        capped: image files dropped by ``max_images`` (or the memory cap).
+    """
+
+    path: str
+    split: str
+    layout: str = ""
+    mode: str = "RGB"
+    found: int = 0
+    loaded: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    capped: int = 0
+
+    def summary(self) -> str:
+        """One line for logs and the UI."""
+        text = f"{self.path} [{self.split}]: {self.loaded} images loaded ({self.layout}, {self.mode}), {len(self.skipped)} skipped"
+        return text + (f", {self.capped} over the cap" if self.capped else "")
+
+
+last_report: FolderReport | None = None
+_reports: dict[tuple[str, str], FolderReport] = {}
+
+
+def report(path: str | os.PathLike, split: str = "train") -> FolderReport | None:
+    """The report of the latest load of ``path``'s ``split`` in this process, or None."""
+    return _reports.get((os.fsdecode(path), split))
+
+
+def display_name(path: str | os.PathLike) -> str:
+    """A printable str for any file name, also one that is not valid UTF-8 (bad bytes as ``\\xNN``)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _files_under(folder: Path) -> list[Path]:
+    """All non-hidden regular files below ``folder`` (symlinked folders not followed; no FIFOs), sorted."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not _is_hidden(d)]
+        found += [p for f in filenames if not _is_hidden(f) and (p := Path(dirpath, f)).is_file()]
+    return sorted(found, key=os.fsencode)
+
+
+def _looks_like_image(path: Path) -> bool:
+    """Image extension, or no extension at all (then PIL decides)."""
+    return path.suffix == "" or path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _not_image(path: Path) -> tuple[Path, str]:
+    return path, f"not an image file ({path.suffix})"
+
+
+def scan(root: Path) -> tuple[str, list[str], list[Path], list[int], list[tuple[Path, str]]]:
+    """Find the layout and the candidate files of ``root``.
+
+    Returns:
+        ``(layout, class_names, files, labels, left_out)``: ``files[i]`` has class ``labels[i]``
+        (``-1`` in a flat folder); ``left_out`` holds ``(file, reason)`` for files skipped by name or place.
+    """
+    with os.scandir(root) as entries:
+        visible = [e for e in entries if not _is_hidden(e.name)]
+    subdirs = sorted((Path(e.path) for e in visible if e.is_dir()), key=os.fsencode)
+    top = sorted((Path(e.path) for e in visible if e.is_file()), key=os.fsencode)
+    per_dir = {sub: _files_under(sub) for sub in subdirs}
+    class_dirs = [sub for sub in subdirs if any(_looks_like_image(f) for f in per_dir[sub])]
+    if not class_dirs:
+        images = [f for f in top if _looks_like_image(f)]
+        left_out = [_not_image(f) for f in top if not _looks_like_image(f)]
+        left_out += [_not_image(f) for sub in subdirs for f in per_dir[sub]]
+        return "flat", [], images, [-1] * len(images), left_out
+    files, labels = [], []
+    left_out = [(f, "outside any class folder") if _looks_like_image(f) else _not_image(f) for f in top]
+    left_out += [_not_image(f) for sub in subdirs if sub not in class_dirs for f in per_dir[sub]]
+    for label, sub in enumerate(class_dirs):
+        for f in per_dir[sub]:
+            if _looks_like_image(f):
+                files.append(f)
+                labels.append(label)
+            else:
+                left_out.append(_not_image(f))
+    return "imagefolder", [display_name(d.name) for d in class_dirs], files, labels, left_out
+
+
+def probe(path: Path, max_pixels: int) -> str:
+    """The PIL mode of ``path`` from its header; raises ValueError(reason) when it must be skipped."""
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            mode = img.mode
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"too many pixels (decompression bomb guard): {err}") from err
+    except _READ_ERRORS as err:
+        raise ValueError(f"cannot open as an image: {type(err).__name__}: {err}") from err
+    if width * height > max_pixels:
+        raise ValueError(f"too many pixels: {width}x{height} > max_pixels={max_pixels} (decompression bomb guard)")
+    if width < 1 or height < 1:
+        raise ValueError(f"empty image {width}x{height}")
+    return mode
+
+
+def _to_mode(img: Image.Image, mode: str) -> Image.Image:
+    """Convert any PIL image to "RGB" or "L": 16-bit/float rescaled, transparency over white."""
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        array = np.asarray(img).astype(np.float64)
+        peak = array.max(initial=0.0)
+        scale = 255.0 if img.mode == "F" and peak <= 1.0 else (255.0 / 65535.0 if peak > 255 else 1.0)
+        img = Image.fromarray(np.clip(array * scale + 0.5, 0, 255).astype(np.uint8), "L")
+    elif img.mode in ("RGBA", "LA", "La", "RGBa", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return img if img.mode == mode else img.convert(mode)
+
+
+def decode(path: Path, size: int, mode: str) -> np.ndarray:
+    """Read, convert, resize the short side to ``size`` and centre-crop: uint8 ``[C, size, size]``, C = 1 (L) or 3 (RGB)."""
+    with Image.open(path) as img:
+        if img.format == "JPEG":
+            img.draft(mode, (size, size))  # decode at a reduced scale still >= size: much faster for big photos
+        try:
+            img = ImageOps.exif_transpose(img)
+        except Exception:  # noqa: BLE001 - a broken EXIF block should not lose the image
+            pass
+        img = ImageOps.fit(_to_mode(img, mode), (size, size), Image.Resampling.BICUBIC)
+        array = np.asarray(img)
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def split_files(labels: np.ndarray, test_fraction: float, seed: int, class_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class deterministic split of ``range(len(labels))`` into sorted (train, test) index arrays.
+
+    Each class (``-1`` = unlabelled counts as one class) puts ``round(test_fraction * n)`` images in test,
+    clamped to ``[1, n - 1]`` when it has n >= 2 images (a single image goes to train).
+    """
+    train, test = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    for label in np.unique(labels):
+        idx = np.flatnonzero(labels == label)
+        name = class_names[label] if label >= 0 else ""
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8", "backslashreplace"))])
+        idx = rng.permutation(idx)
+        n_test = 0 if len(idx) < 2 else min(max(1, int(round(test_fraction * len(idx)))), len(idx) - 1)
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return np.sort(np.concatenate(train)).astype(np.int64), np.sort(np.concatenate(test)).astype(np.int64)
+
+
+def _cap(n: int, limit: int, seed: int) -> np.ndarray:
+    """Sorted indices of a deterministic random subset of ``range(n)`` of at most ``limit``."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+def _map(func, items: list, workers: int) -> list:
+    if workers <= 1 or len(items) < 8:
+        return [func(item) for item in items]
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL decodes without holding the GIL
+        return list(pool.map(func, items))
+
+
+def _check_root(path: str | os.PathLike | None) -> Path:
+    if path is None or os.fspath(path) == "":
+        raise DatasetError("folder: needs a path, e.g. folder:/data/my-images")
+    root = Path(os.fsdecode(path)).expanduser()
+    if not root.exists():
+        raise DatasetError(f"folder: {display_name(root)} does not exist")
+    if not root.is_dir():
+        raise DatasetError(f"folder: {display_name(root)} is not a directory")
+    return root
+
+
+def load(
+    split: str = "train",
+    path: str | os.PathLike | None = None,
+    size: int = 64,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    max_images: int = 20000,
+    max_pixels: int = MAX_PIXELS,
+    workers: int | None = None,
+) -> ImageDataset:
+    """Images under ``path`` as uint8 ``[N, C, size, size]`` (C = 3, or 1 if all are grayscale).
+
+    Args:
+        split: "train" or "test" (see the module docstring for the split rule).
+        path: the folder (ImageFolder layout or flat).
+        size: output side in pixels (short side resized, then centre crop).
+        test_fraction: share of each class that goes to test.
+        seed: seeds the split and the ``max_images`` subset.
+        max_images: at most this many image files are considered (a seeded random subset beyond it);
+            it is further lowered so the tensor of all images stays under 1 GiB.
+        max_pixels: larger images are skipped (decompression-bomb guard).
+        workers: decoding threads (default: up to 8, one per CPU).
+
+    Raises:
+        DatasetError: missing path, not a directory, or no readable image in this split.
+    """
+    if split not in ("train", "test"):
+        raise DatasetError(f"split must be 'train' or 'test', got {split!r}")
+    if not 8 <= int(size) <= 1024:
+        raise DatasetError(f"folder: size must be between 8 and 1024, got {size}")
+    if not 0.0 < test_fraction < 1.0:
+        raise DatasetError(f"folder: test_fraction must be in (0, 1), got {test_fraction}")
+    root, size = _check_root(path), int(size)
+    workers = workers or min(8, os.cpu_count() or 1)
+    rep = FolderReport(path=os.fsdecode(path), split=split)
+    files, labels, class_names = _candidates(root, rep, size, seed, max_images, max_pixels, workers)
+    train_idx, test_idx = split_files(labels, test_fraction, seed, class_names)
+    chosen = train_idx if split == "train" else test_idx
+    images, ok = _decode_all([files[i] for i in chosen], root, rep, size, workers)
+    _publish(rep)
+    if not len(images):
+        hint = f"; skipped {len(rep.skipped)}, e.g. {rep.skipped[0][0]}: {rep.skipped[0][1]}" if rep.skipped else ""
+        if split == "test" and len(files) == 1:
+            hint = "; only one readable image, which goes to train"
+        raise DatasetError(f"folder: no readable images in {display_name(root)} for split {split!r}{hint}")
+    return ImageDataset(
+        name=f"folder:{os.fsdecode(path)}",
+        split=split,
+        images=torch.from_numpy(images),
+        labels=torch.from_numpy(labels[chosen[ok]]),
+        class_names=class_names,
+    )
+
+
+def _candidates(
+    root: Path, rep: FolderReport, size: int, seed: int, max_images: int, max_pixels: int, workers: int
+) -> tuple[list[Path], np.ndarray, list[str]]:
+    """Scan, cap and probe: the files whose header reads, their labels ``[n]`` and the class names.
+
+    Fills ``rep`` (layout, mode, found, capped, skipped). Both splits see the same candidates.
+    """
+    try:
+        rep.layout, class_names, files, labels, left_out = scan(root)
+    except OSError as err:
+        raise DatasetError(f"folder: cannot list {display_name(root)}: {err}") from err
+    rep.skipped += [(_relative(f, root), reason) for f, reason in left_out]
+    keep = _cap(len(files), max(1, min(int(max_images), MAX_BYTES // (3 * size * size))), seed)
+    rep.capped, rep.found = len(files) - len(keep), len(keep)
+    files, labels = [files[i] for i in keep], np.asarray(labels, dtype=np.int64)[keep]
+    modes = _map(lambda f: _try(probe, f, max_pixels), files, workers)
+    readable = [i for i, m in enumerate(modes) if not isinstance(m, Exception)]
+    rep.skipped += [(_relative(files[i], root), str(m)) for i, m in enumerate(modes) if isinstance(m, Exception)]
+    rep.mode = "L" if readable and all(modes[i] in GRAY_MODES for i in readable) else "RGB"
+    return [files[i] for i in readable], labels[readable], class_names
+
+
+def _decode_all(files: list[Path], root: Path, rep: FolderReport, size: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decode ``files`` into uint8 ``[n_ok, C, size, size]``; returns it and the indices ``[n_ok]`` that decoded.
+
+    Decoded straight into one preallocated array (no list of copies); failures go to ``rep.skipped``.
+    """
+    out = np.empty((len(files), 1 if rep.mode == "L" else 3, size, size), dtype=np.uint8)
+
+    def one(k: int) -> str | None:
+        try:
+            out[k] = decode(files[k], size, rep.mode)
+            return None
+        except _READ_ERRORS as err:
+            return f"cannot decode: {type(err).__name__}: {err}"
+
+    failures = _map(one, list(range(len(files))), workers)
+    rep.skipped += [(_relative(files[k], root), why) for k, why in enumerate(failures) if why]
+    ok = np.asarray([k for k, why in enumerate(failures) if not why], dtype=np.int64)
+    rep.loaded = len(ok)
+    return (out if len(ok) == len(files) else out[ok]), ok
+
+
+def _try(func, *args):
+    """``func(*args)``, or the ValueError it raised (used to collect skip reasons from threads)."""
+    try:
+        return func(*args)
+    except ValueError as err:
+        return err
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return display_name(path.relative_to(root))
+    except ValueError:
+        return display_name(path)
+
+
+def _publish(rep: FolderReport) -> None:
+    global last_report
+    last_report = rep
+    _reports[(rep.path, rep.split)] = rep
+    if rep.skipped:
+        log.warning("%s; e.g. %s: %s", rep.summary(), *rep.skipped[0])
+    else:
+        log.info(rep.summary())
