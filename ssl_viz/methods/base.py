@@ -1,0 +1,125 @@
+"""The contract every SSL method follows.
+
+A method is an ``nn.Module`` holding an :class:`~ssl_viz.encoders.Encoder` and
+its heads. The one training loop (``ssl_viz.train.Trainer``) calls::
+
+    out = method(views, index, labels)   # StepOutput(loss, logs); no state changes
+    out.loss.backward(); optimizer.step()
+    method.on_step_end(step, total_steps)   # momentum / queue / bank updates
+
+``embed(x)`` returns backbone features and never changes the model, so a
+model can be visualised while it is shared between browser sessions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ssl_viz.config import MethodConfig
+from ssl_viz.encoders import Encoder, projection_head
+
+
+@dataclass
+class StepOutput:
+    """What a training step returns: the scalar loss and floats to log."""
+
+    loss: torch.Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+class SSLMethod(nn.Module):
+    """Base class: an encoder ``f`` and a projection head ``g`` (Chen et al. 2020).
+
+    Subclasses implement :meth:`forward` and may override :meth:`on_step_end`.
+    ``num_views`` is how many augmented views of each image ``forward`` expects
+    (2, or more for multi-crop).
+    """
+
+    name = "base"
+    description = ""       # one line for the UI
+    num_views = 2
+    needs_labels = False   # True: forward needs ``labels`` (supervised baseline)
+
+    def __init__(self, encoder: Encoder, cfg: MethodConfig, num_samples: int = 0) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.cfg = cfg
+        self.num_samples = num_samples
+        self.projector = projection_head(encoder.feature_dim, cfg.proj_hidden, cfg.proj_dim)
+
+    def forward(self, views: list[torch.Tensor], index: torch.Tensor, labels: torch.Tensor | None = None) -> StepOutput:  # pragma: no cover - abstract
+        """``views``: list of ``[B, C, H, W]`` float batches; ``index``: dataset indices ``[B]``;
+        ``labels``: ``[B]`` class labels (used only by the supervised baseline)."""
+        raise NotImplementedError
+
+    def before_optimizer_step(self, step: int) -> None:
+        """Hook between ``backward()`` and ``optimizer.step()`` (e.g. SwAV drops the
+        prototypes' gradients while they are frozen). No-op by default."""
+
+    @torch.no_grad()
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        """Explicit state updates after the optimiser step (EMA, queues, banks)."""
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features ``[B, D]`` (no side effects; caller sets eval mode)."""
+        return self.encoder(x)
+
+    @torch.no_grad()
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Projection-head output ``[B, proj_dim]``."""
+        return self.projector(self.encoder(x))
+
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        """Parameters to optimise: no weight decay on biases and norm weights."""
+        decay, no_decay = [], []
+        for _, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim <= 1 else decay).append(p)
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """theta_t <- m theta_t + (1 - m) theta_o (MoCo, He et al. 2020, eq. 2; BYOL)."""
+    with torch.no_grad():
+        for pt, po in zip(target.parameters(), online.parameters()):
+            pt.mul_(momentum).add_(po.detach(), alpha=1.0 - momentum)
+        for bt, bo in zip(target.buffers(), online.buffers()):
+            bt.copy_(bo)
+
+
+def cosine_momentum(base: float, step: int, total_steps: int) -> float:
+    """BYOL's schedule: m = 1 - (1 - m0) (cos(pi k / K) + 1) / 2."""
+    import math
+
+    if total_steps <= 0:
+        return base
+    return 1.0 - (1.0 - base) * (math.cos(math.pi * min(step, total_steps) / total_steps) + 1.0) / 2.0
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """All-gather ``[B, D]`` across DDP ranks keeping gradients; identity when not distributed."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x), dim=0)
+
+
+@torch.no_grad()
+def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    """All-gather without gradients (MoCo queue keys); identity when not distributed."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out, dim=0)
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
