@@ -1,0 +1,214 @@
+"""Command line: ``python -m ssl_viz train | embed | evaluate``.
+
+Bad arguments (unknown method, missing dataset, wrong checkpoint) end with one
+clear line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from ssl_viz.config import MethodConfig, TrainConfig
+
+# flag -> (dest in TrainConfig or MethodConfig, type, help). Defaults live in ssl_viz.config only.
+TRAIN_FLAGS = {
+    "--method": ("method", str, "simclr, memory_bank, moco, swav, byol or supervised"),
+    "--encoder": ("encoder", str, "small-cnn, resnet18-cifar, resnet18, resnet50, mobilenet_v2, vit-tiny"),
+    "--width": ("encoder_width", int, "base width of small-cnn / resnet18-cifar"),
+    "--dataset": ("dataset", str, "digits, fashion-mnist, textures, shapes, photos, folder:PATH"),
+    "--label": ("dataset_label", str, "factor used as label (shapes, textures)"),
+    "--augment": ("augment", str, "augmentation policy, e.g. simclr or 'simclr+rotate90_p=0.5'"),
+    "--epochs": ("epochs", float, "number of epochs (ignored with --time-budget)"),
+    "--time-budget": ("time_budget", float, "train for this many seconds"),
+    "--batch-size": ("batch_size", int, "images per step (per process under torchrun)"),
+    "--optimizer": ("optimizer", str, "adamw or sgd"),
+    "--lr": ("lr", float, "peak learning rate"),
+    "--weight-decay": ("weight_decay", float, "weight decay"),
+    "--seed": ("seed", int, "random seed"),
+    "--device": ("device", str, "auto, cpu, cuda, cuda:1, mps"),
+    "--max-train-images": ("max_train_images", int, "use a random subset of the training set"),
+    "--knn-every": ("knn_every", int, "steps between kNN monitor evaluations (0: off)"),
+    "--log-every": ("log_every", int, "steps between metric log lines"),
+    "--checkpoint-every": ("checkpoint_every", float, "seconds between checkpoints"),
+}
+METHOD_FLAGS = {
+    "--temperature": ("temperature", float, "InfoNCE / NT-Xent temperature"),
+    "--proj-dim": ("proj_dim", int, "projection head output size"),
+    "--queue-size": ("queue_size", int, "MoCo queue length K"),
+    "--momentum": ("momentum", float, "MoCo key / BYOL target EMA momentum"),
+    "--bank-loss": ("bank_loss", str, "memory bank loss: nce or infonce"),
+    "--prototypes": ("n_prototypes", int, "SwAV prototypes"),
+    "--tau-plus": ("debiased_tau_plus", float, "debiased contrastive loss class prior (0: off)"),
+}
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def _add_flags(parser: argparse.ArgumentParser, flags: dict) -> None:
+    for flag, (dest, typ, help_text) in flags.items():
+        parser.add_argument(flag, dest=dest, type=typ, default=None, help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ssl_viz", description="Train, embed and evaluate contrastive encoders.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    tr = sub.add_parser("train", help="train an encoder into a run directory")
+    _add_flags(tr, TRAIN_FLAGS)
+    _add_flags(tr, METHOD_FLAGS)
+    tr.add_argument("--amp", dest="amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on CUDA")
+    tr.add_argument("--compile", dest="compile", action="store_true", default=None, help="torch.compile the model")
+    tr.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
+    tr.add_argument("--out", type=Path, help="run directory (default runs/<method>-<encoder>-<dataset>-<time>)")
+    tr.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR to its original budget")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    for name, text in (("embed", "write embeddings of a dataset to .npz"), ("evaluate", "kNN, linear probe, alignment, uniformity as JSON")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--checkpoint", required=True, help="run directory, or a checkpoint file with --encoder")
+        p.add_argument("--encoder", help="architecture of a bare checkpoint file")
+        p.add_argument("--dataset", required=True)
+        p.add_argument("--label", help="factor used as label")
+        p.add_argument("--representation", default="backbone", help="backbone, projector or stage:NAME")
+        p.add_argument("--device", default="auto")
+        if name == "embed":
+            p.add_argument("--split", default="test", choices=["train", "test"])
+            p.add_argument("--out", type=Path, required=True)
+        else:
+            p.add_argument("--max-train", type=int, default=None, help="use at most this many training images as the kNN bank")
+            p.add_argument("--k", type=int, default=200)
+            p.add_argument("--knn-temperature", type=float, default=0.1)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+    """A TrainConfig with the flags given on the command line (others keep their defaults)."""
+    base = base or TrainConfig()
+    train_changes = {dest: getattr(args, dest) for dest, _, _ in TRAIN_FLAGS.values() if getattr(args, dest) is not None}
+    for extra in ("amp", "compile", "channels_last"):
+        if getattr(args, extra, None) is not None:
+            train_changes[extra] = getattr(args, extra)
+    method_changes = {dest: getattr(args, dest) for dest, _, _ in METHOD_FLAGS.values() if getattr(args, dest) is not None}
+    return replace(base, **train_changes, method_cfg=replace(base.method_cfg or MethodConfig(), **method_changes))
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Fail early, with one line, on names that do not exist."""
+    from ssl_viz.augment import parse_policy
+    from ssl_viz.data import DATASETS
+    from ssl_viz.encoders import ENCODERS
+    from ssl_viz.methods import METHODS
+
+    if cfg.method not in METHODS:
+        raise CliError(f"unknown method {cfg.method!r}; choose one of: {', '.join(METHODS)}")
+    if cfg.encoder not in ENCODERS:
+        raise CliError(f"unknown encoder {cfg.encoder!r}; choose one of: {', '.join(ENCODERS)}")
+    if not cfg.dataset.startswith("folder:") and cfg.dataset not in DATASETS:  # folders are checked on load
+        raise CliError(f"unknown dataset {cfg.dataset!r}; choose one of: {', '.join(DATASETS)} (folder:PATH)")
+    if cfg.batch_size < 2:
+        raise CliError("--batch-size must be at least 2 (contrastive losses need negatives)")
+    try:
+        parse_policy(cfg.augment)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ssl_viz.train import load_config, train
+
+    command = "python -m ssl_viz " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if args.resume:
+        run_dir = args.resume
+        cfg = load_config(run_dir)
+        state = train(cfg, run_dir, resume=True, progress_bar=not args.quiet, command=command)
+    else:
+        cfg = config_from_args(args)
+        validate(cfg)
+        import time
+
+        run_dir = args.out or Path("runs") / f"{cfg.method}-{cfg.encoder}-{cfg.dataset.replace(':', '_').replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (Path(run_dir) / "checkpoint.safetensors").exists():
+            raise CliError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
+        state = train(cfg, run_dir, progress_bar=not args.quiet, command=command)
+    print(json.dumps({"run_dir": str(run_dir), "steps": state.step, "seconds": round(state.elapsed, 1), "stop": state.stop_reason}))
+    return 0 if state.stop_reason in ("done", "cancelled") else 1
+
+
+def _load(args: argparse.Namespace):
+    from ssl_viz.checkpoint import load_model
+
+    return load_model(args.checkpoint, args.encoder)
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    import torch
+
+    from ssl_viz.data import load_dataset
+    from ssl_viz.evaluate import embed_dataset
+    from ssl_viz.train import pick_device
+
+    model = _load(args)
+    ds = load_dataset(args.dataset, args.split, label=args.label)
+    device = pick_device(args.device)
+    fn = model.embed_fn(args.representation)
+    model.encoder.to(device)
+    if model.projector is not None:
+        model.projector.to(device)
+    with torch.inference_mode():
+        emb = embed_dataset(fn, ds.images, device=device)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(args.out, embeddings=emb.numpy(), labels=ds.labels.numpy())
+    print(json.dumps({"out": str(args.out), "embeddings": list(emb.shape)}))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ssl_viz.data import load_dataset
+    from ssl_viz.evaluate import evaluate_model
+
+    model = _load(args)
+    train_ds = load_dataset(args.dataset, "train", label=args.label)
+    test_ds = load_dataset(args.dataset, "test", label=args.label)
+    if args.max_train:
+        train_ds = train_ds.head(args.max_train)
+    result = evaluate_model(model, train_ds, test_ds, representation=args.representation, k=args.k, temperature=args.knn_temperature, device=args.device)
+    print(json.dumps(result))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ssl_viz.checkpoint import CheckpointError
+    from ssl_viz.data import DatasetError
+    from ssl_viz.encoders import EncoderError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"train": cmd_train, "embed": cmd_embed, "evaluate": cmd_evaluate}
+    try:
+        return handlers[args.command](args)
+    except (CliError, CheckpointError, DatasetError, EncoderError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        print(f"error: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the training loop's own errors
+        from ssl_viz.train import TrainingError
+
+        if isinstance(exc, TrainingError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
