@@ -1,0 +1,75 @@
+"""Throughput of BatchAugment (whole batch, tensor ops) vs per-image torchvision v2.
+
+    python bench/augment_throughput.py [--batch 512] [--policies simclr,simclr-strong] [--device cpu|cuda] [--threads 1]
+
+Prints images/s for a batch of random RGB images at 28 and 32 pixels. Figures, not a test.
+On a busy machine use ``--threads 1``: OpenMP threads that wait for a busy core
+make small-tensor ops (both paths) many times slower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ssl_viz.augment import BatchAugment, parse_policy, v2_transform  # noqa: E402
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def images_per_second(fn, n_images: int, device: torch.device, min_time: float = 1.0) -> float:
+    """Run ``fn`` (one pass over ``n_images``) after a warm-up until ``min_time`` s have passed."""
+    fn()
+    _sync(device)
+    runs, start = 0, time.perf_counter()
+    while True:
+        fn()
+        runs += 1
+        _sync(device)
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time:
+            return runs * n_images / elapsed
+
+
+def _per_image(transform, images: torch.Tensor) -> list[torch.Tensor]:
+    return [transform(img) for img in images]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--sizes", default="28,32")
+    parser.add_argument("--policies", default="simclr,simclr-strong,geometric,context")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--min-time", type=float, default=1.0)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}, batch {args.batch}")
+    print(f"{'policy':<16}{'size':>5}{'BatchAugment img/s':>22}{'v2 per-image img/s':>22}{'speed-up':>10}")
+    for size in (int(s) for s in args.sizes.split(",")):
+        x = torch.rand(args.batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+        x_dev = x.to(device)
+        for name in args.policies.split(","):
+            cfg = parse_policy(name)
+            aug, gen = BatchAugment(cfg), torch.Generator(device=device).manual_seed(0)
+            fast = images_per_second(partial(aug, x_dev, gen), args.batch, device, args.min_time)
+            per_image = v2_transform(cfg, size)
+            slow = images_per_second(partial(_per_image, per_image, x), args.batch, torch.device("cpu"), args.min_time)
+            print(f"{name:<16}{size:>5}{fast:>22,.0f}{slow:>22,.0f}{fast / slow:>9.1f}x")
+
+
+if __name__ == "__main__":
+    main()
