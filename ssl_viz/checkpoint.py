@@ -259,11 +259,11 @@ def load_run(run_dir: str | Path) -> LoadedModel:
 
     run_dir = Path(run_dir)
     card = read_json(run_dir / CARD)
+    if isinstance(card, dict) and str(card.get("source", "")).startswith("imagenet:"):
+        return load_imagenet_reference(card, run_dir)
     cfg_dict = read_json(run_dir / CONFIG)
     if card is None or cfg_dict is None:
         raise CheckpointError(f"{run_dir} has no readable {CARD} / {CONFIG}")
-    if card.get("source", "").startswith("imagenet:"):
-        return load_imagenet_reference(card, run_dir)
     cfg = from_dict(TrainConfig, cfg_dict)
     encoder = build_encoder(cfg.encoder, in_channels=card.get("in_channels", 3), width=cfg.encoder_width, input_size=card.get("input_size"))
     method = build_method(cfg.method, encoder, cfg.method_cfg, num_samples=card.get("num_samples", 1), num_classes=card.get("num_classes", 10))

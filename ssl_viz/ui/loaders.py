@@ -1,0 +1,66 @@
+"""Cached loaders shared by every page.
+
+Models and datasets are ``st.cache_resource`` (one copy shared by all browser
+sessions, never mutated); derived arrays go through the on-disk cache of
+:mod:`ssl_viz.cache` plus a bounded ``st.cache_data``. Arguments are ids and
+paths (hashable), never tensors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+import torch
+
+from ssl_viz.cache import cached_arrays, fingerprint
+from ssl_viz.checkpoint import LoadedModel, load_model
+from ssl_viz.data import ImageDataset, load_dataset
+from ssl_viz.evaluate import embed_dataset
+
+
+@st.cache_resource(max_entries=6, show_spinner="Loading model…")
+def get_model(source: str, encoder: str | None = None) -> LoadedModel:
+    """A model in eval mode with gradients off, shared read-only by all sessions."""
+    model = load_model(source, encoder)
+    for module in (model.encoder, model.projector, model.classifier):
+        if module is not None:
+            module.eval()
+            for p in module.parameters():
+                p.requires_grad_(False)
+    return model
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading dataset…")
+def get_dataset(name: str, split: str = "test", label: str | None = None) -> ImageDataset:
+    return load_dataset(name, split=split, label=label or None)
+
+
+def sample_indices(n_total: int, n: int, seed: int = 0) -> np.ndarray:
+    """A fixed, sorted random sample of ``min(n, n_total)`` indices."""
+    if n >= n_total:
+        return np.arange(n_total)
+    return np.sort(np.random.default_rng(seed).choice(n_total, size=n, replace=False))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def get_embeddings(source: str, dataset: str, split: str, representation: str, n: int, encoder: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings ``[n, D]`` of a fixed sample of ``dataset[split]`` and the sample's indices ``[n]``.
+
+    Cached on disk by (checkpoint fingerprint, dataset, split, representation, n):
+    a second view, even after a restart, is instant. Shows a progress bar the first time.
+    """
+    ds = get_dataset(dataset, split)
+    idx = sample_indices(len(ds), n)
+    key = {"model": fingerprint(source), "encoder": encoder, "dataset": dataset, "split": split, "rep": representation, "n": len(idx)}
+
+    def compute() -> dict[str, np.ndarray]:
+        model = get_model(source, encoder)
+        bar = st.progress(0.0, text=f"Embedding {len(idx)} images with {model.name}…")
+        fn = model.embed_fn(representation)
+        with torch.inference_mode():
+            emb = embed_dataset(fn, ds.images[torch.as_tensor(idx)], batch_size=256, progress=lambda f: bar.progress(f, text=f"Embedding… {f:.0%}"))
+        bar.empty()
+        return {"embeddings": emb.numpy().astype(np.float32), "indices": idx}
+
+    arrays = cached_arrays("embeddings", key, compute)
+    return arrays["embeddings"], arrays["indices"]

@@ -1,0 +1,95 @@
+"""A real browser visits every page of the running app (Debian chromium, driven by playwright).
+
+Starts ``streamlit run app.py`` on a free loopback port with the default
+workspace, opens each page, waits for the run to finish and asserts no
+``stException``. It skips only when no chromium exists; with
+``SSL_VIZ_REQUIRE_BROWSER=1`` (CI) a missing browser fails instead.
+Screenshots go to ``$SSL_VIZ_SCREENSHOTS`` when set (``docs/screenshots``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def page_paths() -> list[tuple[str, str]]:
+    """(title, url path) of every page in app.py's navigation; the default page is ``/``."""
+    text = (ROOT / "app.py").read_text()
+    pages = re.findall(r'st\.Page\("pages/(\w+)\.py", title="([^"]+)"(.*?)\)', text)
+    return [(title, "" if "default=True" in rest else name) for name, title, rest in pages]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.setdefault("SSL_VIZ_RUNS", str(tmp_path_factory.mktemp("runs")))
+    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                             "--server.address", "127.0.0.1", "--server.headless", "true"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not become healthy in 90 s")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+    log.close()
+
+
+def test_every_page_renders_without_exception(server):
+    if CHROMIUM is None:
+        if os.environ.get("SSL_VIZ_REQUIRE_BROWSER"):
+            pytest.fail("no chromium found; install it: sudo apt-get install chromium")
+        pytest.skip("no chromium found (sudo apt-get install chromium); the real-browser test did not run")
+    from playwright.sync_api import sync_playwright
+
+    shots = os.environ.get("SSL_VIZ_SCREENSHOTS")
+    timings = {}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        for title, path in page_paths():
+            start = time.perf_counter()
+            page.goto(f"{server}/{path}", timeout=120_000)
+            page.wait_for_selector('[data-testid="stApp"]', timeout=120_000)
+            page.wait_for_timeout(500)
+            page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=300_000)
+            timings[title] = time.perf_counter() - start
+            errors = page.locator('[data-testid="stException"]')
+            assert errors.count() == 0, f"{title}: {errors.first.inner_text()[:800]}"
+            assert page.locator('[data-testid="stMain"]').inner_text().strip(), f"{title} is empty"
+            if shots:
+                Path(shots).mkdir(parents=True, exist_ok=True)
+                page.wait_for_timeout(800)
+                page.screenshot(path=str(Path(shots) / f"{path or 'home'}.png"), full_page=True)
+        browser.close()
+    print("\npage render times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
