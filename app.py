@@ -7,16 +7,16 @@ import streamlit as st
 
 from ssl_viz.ui.sidebar import render_sidebar
 
-st.set_page_config(page_title="ssl-viz", page_icon="🔭", layout="wide")
+st.set_page_config(page_title="ssl-viz", page_icon=":material/visibility:", layout="wide")
 
 PAGES = [
-    st.Page("pages/home.py", title="Overview", icon="🏠", default=True),
-    st.Page("pages/pairs.py", title="Pairs & negatives", icon="🔀"),
-    st.Page("pages/kernels.py", title="Kernels", icon="🧩"),
-    st.Page("pages/feature_maps.py", title="Feature maps", icon="🗺️"),
-    st.Page("pages/attention.py", title="Attention", icon="🎯"),
-    st.Page("pages/embeddings.py", title="Embeddings", icon="🌌"),
-    st.Page("pages/retrieval.py", title="Retrieval", icon="🔎"),
+    st.Page("pages/home.py", title="Overview", icon=":material/home:", default=True),
+    st.Page("pages/pairs.py", title="Pairs & negatives", icon=":material/compare_arrows:"),
+    st.Page("pages/kernels.py", title="Kernels", icon=":material/grid_view:"),
+    st.Page("pages/feature_maps.py", title="Feature maps", icon=":material/layers:"),
+    st.Page("pages/attention.py", title="Attention", icon=":material/center_focus_strong:"),
+    st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
+    st.Page("pages/retrieval.py", title="Retrieval", icon=":material/image_search:"),
 ]
 
 page = st.navigation(PAGES)
