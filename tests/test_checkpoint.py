@@ -25,6 +25,9 @@ def test_run_round_trip(tmp_path):
     assert not list(tmp_path.joinpath("run").glob("*.tmp"))
 
 
+LIGHTLY_INDEX = {"conv1": "0", "bn1": "1", "layer1": "4", "layer2": "5", "layer3": "6", "layer4": "7"}  # nn.Sequential(*resnet.children())
+
+
 def _cifar_state():
     enc = build_encoder("resnet18-cifar", in_channels=3, width=16)
     return enc, {k: v.clone() for k, v in enc.body.state_dict().items()}
@@ -35,8 +38,7 @@ def _cifar_state():
     ("swav", lambda s: {f"module.{k}": v for k, v in s.items()}),
     ("dino", lambda s: {"teacher": {f"backbone.{k}": v for k, v in s.items()}, "student": {}, "epoch": 3}),
     ("solo-learn", lambda s: {"state_dict": {f"backbone.{k}": v for k, v in s.items()}, "epoch": 1, "global_step": 5}),
-    ("lightly", lambda s: {"state_dict": {f"backbone.{ {'conv1': '0', 'bn1': '1', 'layer1': '4', 'layer2': '5', 'layer3': '6', 'layer4': '7'}[k.split('.')[0]] }."
-                                          + k.split('.', 1)[1]: v for k, v in s.items()}}),
+    ("lightly", lambda s: {"state_dict": {f"backbone.{LIGHTLY_INDEX[k.split('.')[0]]}.{k.split('.', 1)[1]}": v for k, v in s.items()}}),
 ])
 def test_foreign_layouts_are_mapped(tmp_path, layout, wrap):
     enc, state = _cifar_state()
