@@ -21,4 +21,4 @@ USER app
 EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s CMD curl -fsS http://127.0.0.1:8501/_stcore/health || exit 1
 # Inside a container the server must listen on all interfaces for -p 8501:8501 to reach it.
-CMD ["streamlit", "run", "app.py", "--server.address=0.0.0.0", "--server.port=8501"]
+CMD ["python", "-m", "ssl_viz.ui.serve", "--server.address=0.0.0.0", "--server.port=8501"]

@@ -1,6 +1,6 @@
 """A real browser visits every page of the running app (Debian chromium, driven by playwright).
 
-Starts ``streamlit run app.py`` on a free loopback port with the default
+Starts the app as ``make run`` does (``python -m ssl_viz.ui.serve``) on a free loopback port with the default
 workspace, opens each page, waits for the run to finish and asserts no
 ``stException``. It skips only when no chromium exists; with
 ``SSL_VIZ_REQUIRE_BROWSER=1`` (CI) a missing browser fails instead.
@@ -46,7 +46,7 @@ def server(tmp_path_factory):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.setdefault("SSL_VIZ_RUNS", str(tmp_path_factory.mktemp("runs")))
     log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "ssl_viz.ui.serve", "--server.port", str(port),
                              "--server.address", "127.0.0.1", "--server.headless", "true"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90

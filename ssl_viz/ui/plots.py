@@ -68,6 +68,7 @@ def projection_scatter(
         color = np.asarray(color)
         for j, value in enumerate(np.unique(color)):
             name = color_names[value] if color_names is not None and 0 <= int(value) < len(color_names) else str(value)
+            name = "unlabelled" if int(value) < 0 and name == str(value) else name
             fig.add_trace(trace(color == value, str(name), dict(size=size, color=_palette(j), opacity=0.8)))
     else:
         marker = dict(size=size, color=np.asarray(color, dtype=float), colorscale="Viridis", showscale=True,

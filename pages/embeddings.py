@@ -1,0 +1,83 @@
+"""Embeddings: a 2-D / 3-D map of the representation, coloured by label, factor or cluster; select points to see them."""
+
+import numpy as np
+import streamlit as st
+import torch
+
+from ssl_viz.analysis.images import make_grid, to_hwc_uint8
+from ssl_viz.analysis.pairs import view_alignment
+from ssl_viz.analysis.projection import is_projection_cached, kmeans_labels, project_cached, umap_is_warm
+from ssl_viz.augment import POLICIES, BatchAugment
+from ssl_viz.cache import fingerprint
+from ssl_viz.evaluate import knn_accuracy, uniformity
+from ssl_viz.ui.loaders import get_dataset, get_embeddings, get_model
+from ssl_viz.ui.plots import projection_scatter, selected_positions
+from ssl_viz.ui.workspace import current_workspace
+
+st.title("Embeddings")
+st.markdown("Each dot is one test image placed by its embedding $z = f(x)$. Contrastive training pulls views of the same image "
+            "together and spreads everything else over the sphere, so classes form clusters only as far as the augmentations "
+            "preserved what separates them. Maps use unit vectors, where distance is a function of cosine similarity:")
+st.latex(r"\|\hat z_i - \hat z_j\|^2 = 2 - 2\cos(z_i, z_j), \qquad \hat z = z / \|z\|")
+
+ws = current_workspace()
+try:
+    ds = get_dataset(ws.dataset, "test", ws.label)
+except Exception as exc:  # a bad dataset must not take the page down
+    st.error(f"Cannot load dataset {ws.dataset}: {exc}")
+    st.stop()
+
+c1, c2, c3, c4 = st.columns(4)
+method = c1.selectbox("Method", ["UMAP", "t-SNE", "PCA"], key="emb_method")
+dims = c2.radio("Dimensions", [2, 3], horizontal=True, format_func=lambda d: f"{d}-D", key="emb_dims")
+sizes = sorted({s for s in (250, 500, 1000, 2000, 5000, 10000) if s < len(ds)} | {min(len(ds), 10000)})
+n = c3.select_slider("Points", sizes, value=2000 if 2000 in sizes else sizes[-1], key="emb_n") if len(sizes) > 1 else sizes[0]
+colour = c4.selectbox("Colour by", ["label", *ds.factors, "k-means cluster"], key="emb_colour")
+try:
+    emb, idx = get_embeddings(ws.model, ws.dataset, "test", ws.representation, n, ws.encoder)
+except Exception as exc:
+    st.error(f"Cannot embed {ws.dataset} with this model: {exc}")
+    st.stop()
+
+key = {"model": fingerprint(ws.model), "dataset": ws.dataset, "rep": ws.representation, "n": len(idx)}
+code = {"UMAP": "umap", "t-SNE": "tsne", "PCA": "pca"}[method]
+slow = "" if code == "pca" or is_projection_cached(emb, key, code, dims) else f"Running {method} on {len(idx)} points…"
+if code == "umap" and slow and not umap_is_warm():
+    slow += " The first UMAP in a fresh server compiles numba code (30-60 s); later ones take seconds."
+with st.spinner(slow or "Projecting…"):
+    coords = project_cached(emb, key, code, dims)
+
+labels = ds.labels[torch.as_tensor(idx)].numpy()
+if colour == "label":
+    values, names = labels, ds.class_names
+elif colour in ds.factors:
+    values, names = np.asarray(ds.factors[colour])[idx], ds.factor_names.get(colour)
+else:
+    k = st.slider("Clusters (k)", 2, 30, max(2, min(ds.num_classes, 30)), key="emb_k")
+    values, names = kmeans_labels(emb, k), None
+hover = [f"#{i} · {ds.class_names[y] if 0 <= y < ds.num_classes else 'unlabelled'}" for i, y in zip(idx, labels)]
+fig = projection_scatter(coords, values, names, color_title=colour, hover=hover)
+if dims == 2:
+    event = st.plotly_chart(fig, on_select="rerun", selection_mode=("box", "lasso"), key="emb_chart")
+else:
+    event = None
+    st.plotly_chart(fig, key="emb_chart3d")
+    st.caption("Drag to rotate. Box/lasso selection works in the 2-D map.")
+
+if len(idx) >= 20:  # Wang & Isola (2020): alignment of positives, uniformity on the sphere; kNN on labels
+    lab, z, (m1, m2, m3) = torch.as_tensor(labels), torch.as_tensor(emb), st.columns(3)
+    if ds.has_labels:
+        m1.metric("kNN top-1 (half / half of the sample)", f"{knn_accuracy(z[0::2], lab[0::2], z[1::2], lab[1::2], k=min(200, len(idx) // 2)):.1%}")
+    m2.metric("Uniformity (lower = more spread)", f"{uniformity(z, max_points=2000):.3f}")
+    align = view_alignment(get_model(ws.model, ws.encoder).embed_fn(ws.representation), ds.images[idx[:256]], BatchAugment(POLICIES["simclr"]))
+    m3.metric("Alignment of 2 simclr views (lower = closer)", f"{align:.3f}")
+
+chosen = selected_positions(event)
+if len(chosen):
+    shown = chosen[:96]
+    side = ds.image_size[0]
+    grid = make_grid([to_hwc_uint8(ds.images[int(i)]) for i in idx[shown]], ncols=16, upscale=max(1, 48 // side))
+    st.subheader(f"{len(chosen)} selected" + (f" (first {len(shown)} shown)" if len(chosen) > len(shown) else ""))
+    st.image(grid, caption=", ".join(hover[i] for i in shown[:24]) + (" …" if len(shown) > 24 else ""))
+elif dims == 2:
+    st.info("Draw a box or lasso on the map to see the selected images here.")

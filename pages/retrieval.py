@@ -1,0 +1,81 @@
+"""Retrieval: a query's nearest neighbours in embedding space, precision@K per class, and the worst queries."""
+
+import numpy as np
+import streamlit as st
+import torch
+from PIL import Image
+
+from ssl_viz.analysis.images import to_hwc_uint8, upscale
+from ssl_viz.analysis.retrieval import Retriever, per_class_precision, precision_at_k, prepare_query_image, worst_queries
+from ssl_viz.ui.loaders import get_dataset, get_embeddings, get_model
+from ssl_viz.ui.plots import precision_bars
+from ssl_viz.ui.workspace import current_workspace
+
+st.title("Retrieval")
+st.markdown("Rank a bank of test images by cosine similarity to a query's embedding. A good representation puts images of "
+            "the same kind first even though no label was used in training; **precision@K** counts how many of the $K$ "
+            "nearest neighbours share the query's label, and the worst queries show where the invariances learned were wrong.")
+st.latex(r"\mathrm{P@K}(q) = \frac{1}{K} \sum_{j \in \mathrm{NN}_K(q)} [\,y_j = y_q\,],"
+         r"\qquad \mathrm{NN}_K(q) = \operatorname{top\text{-}K}_j \cos(z_q, z_j)")
+
+ws = current_workspace()
+try:
+    model, ds = get_model(ws.model, ws.encoder), get_dataset(ws.dataset, "test", ws.label)
+except Exception as exc:  # a bad model or dataset must not take the page down
+    st.error(f"Cannot load the workspace: {exc}")
+    st.stop()
+
+c1, c2, c3 = st.columns(3)
+sizes = sorted({s for s in (250, 500, 1000, 2000, 5000, 10000) if s < len(ds)} | {min(len(ds), 10000)})
+n = c1.select_slider("Bank size", sizes, value=2000 if 2000 in sizes else sizes[-1], key="ret_n") if len(sizes) > 1 else sizes[0]
+k = c2.slider("K", 1, 50, 10, key="ret_k")
+mode = c3.radio("Query", ["dataset image", "upload"], horizontal=True, key="ret_mode")
+try:
+    bank, idx = get_embeddings(ws.model, ws.dataset, "test", ws.representation, n, ws.encoder)
+except Exception as exc:
+    st.error(f"Cannot embed {ws.dataset} with this model: {exc}")
+    st.stop()
+retriever = Retriever(k=k).fit(bank)
+labels = ds.labels[torch.as_tensor(idx)].numpy()
+name = lambda y: ds.class_names[y] if 0 <= y < ds.num_classes else "unlabelled"  # noqa: E731
+big = lambda img, s=96: upscale(to_hwc_uint8(img), s)  # noqa: E731
+
+if mode == "dataset image":
+    qi = int(st.number_input(f"Query: test image index (0-{len(ds) - 1})", 0, len(ds) - 1, int(idx[0]), key="ret_query"))
+    pos = int(np.searchsorted(idx, qi))
+    in_bank = pos < len(idx) and idx[pos] == qi
+    image, q_label = ds.images[qi:qi + 1], int(ds.labels[qi])
+else:
+    upload = st.file_uploader("Query image", type=["png", "jpg", "jpeg", "bmp", "webp"], key="ret_upload")
+    if upload is None:
+        st.info("Upload an image: it is converted to the dataset's channels and size before embedding.")
+        st.stop()
+    try:
+        image = prepare_query_image(Image.open(upload), ds.channels, ds.image_size)
+    except Exception as exc:
+        st.error(f"Cannot read {upload.name} as an image: {exc}")
+        st.stop()
+    in_bank, q_label = False, -1
+with torch.inference_mode():
+    q = bank[pos:pos + 1] if in_bank else model.embed_fn(ws.representation)(image.float() / 255).numpy()
+scores, nn = retriever.query(q, exclude=[pos] if in_bank else None)
+
+left, right = st.columns([1, 4])
+q_name = name(q_label) if mode == "dataset image" else "uploaded"
+left.image(big(image[0], 128), caption=f"query · {q_name}" + (" (in the bank, left out)" if in_bank else ""))
+if q_label >= 0 and ds.has_labels:
+    left.metric(f"precision@{k}", f"{precision_at_k(labels[nn], [q_label])[0]:.2f}")
+right.image([big(ds.images[int(idx[j])]) for j in nn[0]], caption=[f"{s:.3f} · {name(labels[j])}" for s, j in zip(scores[0], nn[0])])
+
+if ds.has_labels:
+    with st.spinner(f"Retrieving the {k} neighbours of all {len(idx)} bank images…"):
+        _, all_nn = retriever.query(bank, exclude=np.arange(len(bank)))
+    st.subheader(f"Precision@{k} per class (every bank image as a query)")
+    table = per_class_precision(labels[all_nn], labels, ds.class_names)
+    st.plotly_chart(precision_bars(table, k), key="ret_bars")
+    st.subheader("Worst queries: their neighbours disagree with their label")
+    for _, row in worst_queries(labels[all_nn], labels, n=5).iterrows():
+        i = int(row["query"])
+        st.image([big(ds.images[int(idx[i])], 64)] + [big(ds.images[int(idx[j])], 64) for j in all_nn[i][:10]],
+                 caption=[f"query {name(int(row['label']))}"] + [name(labels[j]) for j in all_nn[i][:10]])
+        st.caption(f"#{idx[i]}: P@{k} = {row['precision']:.2f}; most neighbours are {name(int(row['majority']))}")

@@ -1,0 +1,30 @@
+"""Start the app: ``python -m ssl_viz.ui.serve [streamlit options]`` (what ``make run`` does).
+
+Same as ``streamlit run app.py``, with one difference: Streamlit treats a folder
+named ``pages/`` next to the entry script as a v1 multipage app until
+``st.navigation`` has run once in the process, so the very first request of a
+fresh server, if it is a deep link such as ``/kernels``, would run that page
+without ``app.py`` (no workspace sidebar, file-name navigation). Clearing the
+flag before the server starts, as ``st.navigation`` itself does, routes every
+request through ``app.py``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+APP = Path(__file__).resolve().parents[2] / "app.py"
+
+
+def main(argv: list[str] | None = None) -> None:
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.web import cli
+
+    PagesManager.uses_pages_directory = False
+    sys.argv = ["streamlit", "run", str(APP), *(sys.argv[1:] if argv is None else argv)]
+    sys.exit(cli.main())
+
+
+if __name__ == "__main__":
+    main()
