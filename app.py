@@ -17,6 +17,10 @@ PAGES = [
     st.Page("pages/attention.py", title="Attention", icon=":material/center_focus_strong:"),
     st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
     st.Page("pages/retrieval.py", title="Retrieval", icon=":material/image_search:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/runs.py", title="Runs & compare", icon=":material/monitoring:"),
+    st.Page("pages/diagnose.py", title="Diagnose augmentations", icon="🩺"),
+    st.Page("pages/negatives.py", title="Negatives & bias", icon="➖"),
 ]
 
 page = st.navigation(PAGES)

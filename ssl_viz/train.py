@@ -78,7 +78,13 @@ class TrainState:
 
 
 class Callback:
-    """Hooks of the loop; override what you need."""
+    """Hooks of the loop; override what you need.
+
+    ``on_train_end`` runs in list order, except callbacks with ``end_last`` (the
+    status writer), which run after the final evaluation and checkpoint.
+    """
+
+    end_last = False
 
     def on_train_start(self, trainer: Trainer) -> None: ...
 
@@ -234,7 +240,7 @@ class Trainer:
         except KeyboardInterrupt:
             self.state.stop_reason = "cancelled"
         self.method.eval()
-        for cb in self.callbacks:
+        for cb in sorted(self.callbacks, key=lambda c: c.end_last):
             cb.on_train_end(self)
         if self.distributed:
             dist.barrier()
@@ -273,7 +279,12 @@ def device_name(device: torch.device) -> str:
 
 
 class MetricsLog(Callback):
-    """Append logs to ``metrics.jsonl`` every ``every`` steps and keep ``status.json`` fresh."""
+    """Append logs to ``metrics.jsonl`` every ``every`` steps and keep ``status.json`` fresh.
+
+    Its final status is written last, so "done" means the checkpoint is on disk.
+    """
+
+    end_last = True
 
     def __init__(self, every: int = 10) -> None:
         self.every = every
@@ -380,6 +391,9 @@ def default_callbacks(cfg: TrainConfig, rank: int = 0, progress_bar: bool = Fals
     if rank != 0:
         return []
     cbs: list[Callback] = [MetricsLog(cfg.log_every), KnnMonitor(cfg.knn_every, cfg.knn_samples), Checkpointer(cfg.checkpoint_every)]
+    from ssl_viz.analysis.runs import EvolutionRecorder  # embedding snapshots (evolution.npz) for the runs page
+
+    cbs.append(EvolutionRecorder(cfg.knn_every))
     if progress_bar:
         cbs.append(ProgressBar(cfg.log_every))
     return cbs

@@ -65,6 +65,29 @@ def server(tmp_path_factory):
     log.close()
 
 
+SPINNER = '[data-testid="stSpinner"]'
+IDLE_STATES = {"notRunning", "initial"}
+
+
+def wait_until_idle(page, quiet_s: float = 2.5, timeout_s: float = 300.0) -> None:
+    """Wait until the script has stopped running (the app's ``data-test-script-state``) for ``quiet_s`` in a row.
+
+    The status widget is hidden in the minimal toolbar mode and appears only some time after a run starts,
+    so a single "detached" check can pass while a page is still computing.
+    """
+    deadline, quiet_since = time.time() + timeout_s, None
+    while time.time() < deadline:
+        state = page.locator('[data-testid="stApp"]').get_attribute("data-test-script-state")
+        if state not in IDLE_STATES or page.locator(SPINNER).count():
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.time()
+        elif time.time() - quiet_since >= quiet_s:
+            return
+        page.wait_for_timeout(250)
+    raise AssertionError(f"page still running after {timeout_s:.0f} s")
+
+
 def test_every_page_renders_without_exception(server):
     if CHROMIUM is None:
         if os.environ.get("SSL_VIZ_REQUIRE_BROWSER"):
@@ -81,8 +104,8 @@ def test_every_page_renders_without_exception(server):
             start = time.perf_counter()
             page.goto(f"{server}/{path}", timeout=120_000)
             page.wait_for_selector('[data-testid="stApp"]', timeout=120_000)
-            page.wait_for_timeout(500)
-            page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=300_000)
+            page.wait_for_selector('[data-testid="stMain"] h1', timeout=300_000)  # every page starts with st.title
+            wait_until_idle(page)
             timings[title] = time.perf_counter() - start
             errors = page.locator('[data-testid="stException"]')
             assert errors.count() == 0, f"{title}: {errors.first.inner_text()[:800]}"
