@@ -45,5 +45,8 @@ lint: venv
 bench: venv system ## print benchmark figures into bench/RESULTS.md
 	$(PY) -m bench.run_all
 
+screenshots: venv system ## refresh docs/screenshots/ from a real browser
+	SSL_VIZ_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/test_browser.py -s
+
 clean:
 	rm -rf .pytest_cache .ruff_cache .cache

@@ -99,7 +99,7 @@ def test_every_page_renders_without_exception(server):
     timings = {}
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page = browser.new_page(viewport={"width": 1400, "height": 1800 if shots else 1000})
         for title, path in page_paths():
             start = time.perf_counter()
             page.goto(f"{server}/{path}", timeout=120_000)

@@ -22,10 +22,10 @@ def test_lr_schedule_warmup_then_cosine():
 
 
 def test_short_run_writes_everything(tmp_path):
-    cfg = TrainConfig(method="simclr", epochs=2, **TINY)
+    cfg = TrainConfig(method="simclr", epochs=0.5, **TINY)
     state = train(cfg, tmp_path / "run")
     run = tmp_path / "run"
-    assert state.stop_reason == "done" and state.step == 2 * (1347 // 64)
+    assert state.stop_reason == "done" and state.step == round(0.5 * (1347 // 64))
     for name in ("config.json", "card.json", "checkpoint.safetensors", "trainer_state.pt", "metrics.jsonl", "status.json"):
         assert (run / name).exists(), name
     status = json.loads((run / "status.json").read_text())
@@ -41,18 +41,18 @@ def test_short_run_writes_everything(tmp_path):
 def test_resume_continues_to_original_budget(tmp_path):
     cfg = TrainConfig(method="moco", epochs=2, **TINY)
     trainer = Trainer(cfg, tmp_path / "run")
-    trainer.state.total_steps = 40
+    trainer.state.total_steps = 12
     # stop half-way as if cancelled, keeping the checkpoint
-    trainer._finished = lambda: trainer.state.step >= 20
+    trainer._finished = lambda: trainer.state.step >= 6
     trainer.fit()
-    assert trainer.state.step == 20
+    assert trainer.state.step == 6
     resumed = Trainer(cfg, tmp_path / "run")
     assert resumed.resume()
-    assert resumed.state.step == 20 and resumed.state.total_steps == 40
+    assert resumed.state.step == 6 and resumed.state.total_steps == 12
     before = {k: v.clone() for k, v in resumed.method.state_dict().items()}
     assert all(torch.equal(before[k], v) for k, v in trainer.method.state_dict().items())
     resumed.fit()
-    assert resumed.state.step == 40
+    assert resumed.state.step == 12
 
 
 def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
