@@ -19,8 +19,8 @@ PAGES = [
     st.Page("pages/retrieval.py", title="Retrieval", icon=":material/image_search:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/runs.py", title="Runs & compare", icon=":material/monitoring:"),
-    st.Page("pages/diagnose.py", title="Diagnose augmentations", icon="🩺"),
-    st.Page("pages/negatives.py", title="Negatives & bias", icon="➖"),
+    st.Page("pages/diagnose.py", title="Diagnose augmentations", icon=":material/stethoscope:"),
+    st.Page("pages/negatives.py", title="Negatives & bias", icon=":material/do_not_disturb_on:"),
 ]
 
 page = st.navigation(PAGES)

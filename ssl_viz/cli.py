@@ -1,4 +1,4 @@
-"""Command line: ``python -m ssl_viz train | embed | evaluate``.
+"""Command line: ``python -m ssl_viz train | embed | evaluate | diagnose``.
 
 Bad arguments (unknown method, missing dataset, wrong checkpoint) end with one
 clear line on stderr and exit status 2, never a traceback.
@@ -87,6 +87,24 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--max-train", type=int, default=None, help="use at most this many training images as the kNN bank")
             p.add_argument("--k", type=int, default=200)
             p.add_argument("--knn-temperature", type=float, default=0.1)
+
+    dg = sub.add_parser("diagnose", help="which augmentations suit this dataset's label? verdicts as JSON (and CSV)")
+    dg.add_argument("--dataset", required=True, help="a labelled dataset (or one with factors, with --label)")
+    dg.add_argument("--label", help="factor used as label, e.g. orientation, source, colour, shape")
+    dg.add_argument("--checkpoint", help="encoder to measure invariance and kNN/linear accuracy with (run directory or file)")
+    dg.add_argument("--encoder", help="architecture of a bare checkpoint file; alone: an untrained encoder of it")
+    dg.add_argument("--representation", default="backbone", help="backbone, projector or stage:NAME")
+    dg.add_argument("--augmentations", help="comma-separated subset of: " + ", ".join(_single_transforms()))
+    dg.add_argument("--strength", type=float, default=1.0, help="augmentation magnitude in (0, 1]")
+    dg.add_argument("--n-train", type=int, default=None, help="at most this many training images (probe and kNN bank)")
+    dg.add_argument("--n-test", type=int, default=None, help="at most this many test images")
+    dg.add_argument("--seed", type=int, default=0)
+    dg.add_argument("--device", default="cpu", help="device of the ablation runs")
+    dg.add_argument("--ablation", choices=["add", "remove"], help="also train short runs with each augmentation added to / removed from --augment")
+    dg.add_argument("--ablation-budget", type=float, default=20.0, help="seconds per ablation run")
+    dg.add_argument("--augment", default="simclr", help="base policy of the ablation runs")
+    dg.add_argument("--out", type=Path, required=True, help="JSON report")
+    dg.add_argument("--csv", type=Path, help="also write the table as CSV")
     return parser
 
 
@@ -185,6 +203,61 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _single_transforms() -> list[str]:
+    from ssl_viz.augment import SINGLE_TRANSFORMS
+
+    return SINGLE_TRANSFORMS
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    import torch
+
+    from ssl_viz.analysis.diagnosis import attach_ablation, diagnose, run_ablation
+    from ssl_viz.data import load_dataset
+
+    names = [n.strip() for n in args.augmentations.split(",") if n.strip()] if args.augmentations else _single_transforms()
+    unknown = [n for n in names if n not in _single_transforms()]
+    if unknown:
+        raise CliError(f"unknown augmentation {unknown[0]!r}; choose from: {', '.join(_single_transforms())}")
+    if not 0.0 < args.strength <= 1.0:
+        raise CliError(f"--strength must be in (0, 1], got {args.strength}")
+    train_ds = load_dataset(args.dataset, "train", label=args.label)
+    test_ds = load_dataset(args.dataset, "test", label=args.label)
+    if not (train_ds.has_labels and test_ds.has_labels):
+        raise CliError(f"{args.dataset} has no labels; pick a labelled dataset or a factor with --label")
+    if args.n_train:
+        train_ds = train_ds.head(args.n_train, seed=args.seed)
+    if args.n_test:
+        test_ds = test_ds.head(args.n_test, seed=args.seed)
+    embed_fn, encoder_name = None, None
+    if args.checkpoint:
+        model = _load(args)
+        embed_fn, encoder_name = model.embed_fn(args.representation), model.name
+    elif args.encoder:
+        from ssl_viz.encoders import build_encoder
+
+        embed_fn, encoder_name = build_encoder(args.encoder, in_channels=train_ds.channels).eval(), f"untrained {args.encoder}"
+    with torch.no_grad():
+        diag = diagnose(train_ds, test_ds, embed_fn, names, strength=args.strength, seed=args.seed, encoder_name=encoder_name)
+    if args.ablation:
+        from ssl_viz.config import TrainConfig
+
+        base = TrainConfig(method="simclr", encoder="small-cnn", encoder_width=16, dataset=args.dataset, dataset_label=args.label,
+                           augment=args.augment, batch_size=128, device=args.device, knn_every=0, seed=args.seed)
+        try:
+            accs = run_ablation(base, names, train_ds, test_ds, mode=args.ablation, budget=args.ablation_budget)
+        except ValueError as exc:
+            raise CliError(str(exc)) from exc
+        attach_ablation(diag, accs, args.ablation)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(diag.to_json())
+    if args.csv:
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        args.csv.write_text(diag.to_csv())
+    print(json.dumps({"out": str(args.out), "seconds": round(diag.seconds, 1), "verdicts": diag.verdicts}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from ssl_viz.checkpoint import CheckpointError
     from ssl_viz.data import DatasetError
@@ -192,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"train": cmd_train, "embed": cmd_embed, "evaluate": cmd_evaluate}
+    handlers = {"train": cmd_train, "embed": cmd_embed, "evaluate": cmd_evaluate, "diagnose": cmd_diagnose}
     try:
         return handlers[args.command](args)
     except (CliError, CheckpointError, DatasetError, EncoderError) as exc:
