@@ -19,6 +19,7 @@ reference is then built from torchvision weights found offline.
 from __future__ import annotations
 
 import platform
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ FOREIGN_PREFIXES = (
     "module.encoder_q.", "encoder_q.", "module.base_encoder.", "base_encoder.", "module.backbone.", "backbone.",
     "module.encoder.", "encoder.body.net.", "encoder.body.", "encoder.", "module.", "model.", "net.", "body.net.", "body.",
 )
+MAX_WIDTH = 1024  # largest base width of small-cnn / resnet18-cifar accepted from a checkpoint file
 NESTED_KEYS = ("state_dict", "model", "teacher", "student", "online_network", "module")
 
 
@@ -148,12 +150,22 @@ def load_trainer_state(run_dir: str | Path) -> dict | None:
 # ----------------------------------------------------------------------------- reading files
 
 
+def _looks_like_safetensors(path: Path) -> bool:
+    """A safetensors file starts with an 8-byte header length, then its JSON header ``{...``."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (100 << 20)
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a safetensors file or a torch file (``weights_only=True``), nested dicts unwrapped."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" or _looks_like_safetensors(path):
         from safetensors.torch import load_file
 
         try:
@@ -163,23 +175,37 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        msg = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-        raise CheckpointError(f"{path.name} cannot be loaded safely as weights (weights_only=True): {msg}") from exc
+        raise CheckpointError(f"{path.name} cannot be loaded safely as weights (weights_only=True): {_torch_load_reason(exc)}; "
+                              "ssl-viz never runs code from a checkpoint") from exc
     return unwrap_state_dict(obj)
 
 
-def unwrap_state_dict(obj, prefer: str = "teacher") -> dict[str, torch.Tensor]:
+def _torch_load_reason(exc: Exception) -> str:
+    """The specific part of a torch.load error (torch's own text also suggests weights_only=False: not for us)."""
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return f"it needs the Python object {found.group(1)}, which is not a tensor or container"
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+        return f"not a plain weights file ({' '.join(text.split())[:160] or 'unsupported content'})"
+    return " ".join((text.splitlines() or [type(exc).__name__])[0].split())[:200] or type(exc).__name__
+
+
+def unwrap_state_dict(obj, prefer: str = "teacher", depth: int = 0) -> dict[str, torch.Tensor]:
     """Find the tensor dict inside a checkpoint object (``state_dict``, ``model``, DINO ``teacher``...)."""
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint holds a {type(obj).__name__}, not a state dict")
-    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if depth > 8:
+        raise CheckpointError("no state dict found in checkpoint (dicts nested too deep)")
+    tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     if len(tensors) >= max(1, len(obj) // 2):
         return tensors
     keys = [prefer] + [k for k in NESTED_KEYS if k != prefer]
     for key in keys:
         if isinstance(obj.get(key), dict):
-            return unwrap_state_dict(obj[key], prefer)
-    raise CheckpointError(f"no state dict found in checkpoint (top-level keys: {', '.join(list(obj)[:8])})")
+            return unwrap_state_dict(obj[key], prefer, depth + 1)
+    raise CheckpointError(f"no state dict found in checkpoint (top-level keys: {', '.join(map(str, list(obj)[:8]))})")
 
 
 def strip_prefixes(state: dict[str, torch.Tensor], target_keys: set[str]) -> tuple[dict[str, torch.Tensor], str]:
@@ -221,7 +247,16 @@ def load_foreign(path: str | Path, encoder_name: str, width: int | None = None) 
     if width is None and encoder_name in ("small-cnn", "resnet18-cifar"):
         first = next((v for v in state.values() if v.ndim == 4), None)
         width = int(first.shape[0]) if first is not None else 64
-    encoder = build_encoder(encoder_name, in_channels=in_channels, width=width or 64)
+    if in_channels not in (1, 3):  # images have 1 or 3 channels; anything else is another architecture
+        raise CheckpointError(f"{Path(path).name}: its first convolution takes {in_channels} input channels, not 1 or 3; "
+                              f"is --encoder {encoder_name} right?")
+    if not 1 <= (width or 64) <= MAX_WIDTH:  # the encoder is built from this: never allocate a giant from a tiny file
+        raise CheckpointError(f"{Path(path).name}: implausible base width {width} for {encoder_name} (at most {MAX_WIDTH}); "
+                              "is --encoder right?")
+    try:
+        encoder = build_encoder(encoder_name, in_channels=in_channels, width=width or 64)
+    except (RuntimeError, MemoryError) as exc:
+        raise CheckpointError(f"{Path(path).name}: cannot build {encoder_name} for it: {str(exc)[:200]}") from exc
     module = getattr(encoder.body, "net", encoder.body)  # torchvision bodies keep torchvision's key names
     target = module.state_dict()
     mapped, layout = strip_prefixes(state, set(target))
@@ -253,6 +288,31 @@ def check_finite(module: nn.Module, source) -> None:
 # ----------------------------------------------------------------------------- run directories
 
 
+@dataclass
+class FitReport:
+    """How a state dict fits a module's: keys it lacks, keys it has in excess, and keys with other shapes."""
+
+    missing: list[str]
+    unexpected: list[str]
+    mismatched: list[str]
+
+    def text(self) -> str:
+        parts = []
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing keys (e.g. {', '.join(self.missing[:3])})")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected keys (e.g. {', '.join(self.unexpected[:3])})")
+        if self.mismatched:
+            parts.append(f"{len(self.mismatched)} tensors of another shape (e.g. {'; '.join(self.mismatched[:2])})")
+        return "; ".join(parts) or "fits"
+
+
+def fit_report(target: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> FitReport:
+    mismatched = [f"{k} {list(state[k].shape)} vs {list(v.shape)}" for k, v in target.items() if k in state and state[k].shape != v.shape]
+    return FitReport(sorted(set(target) - set(state)), sorted(set(state) - set(target)), mismatched)
+
+
+
 def load_run(run_dir: str | Path) -> LoadedModel:
     """Rebuild the method saved in ``run_dir`` and return its encoder and heads."""
     from ssl_viz.methods import build_method
@@ -264,13 +324,23 @@ def load_run(run_dir: str | Path) -> LoadedModel:
     cfg_dict = read_json(run_dir / CONFIG)
     if card is None or cfg_dict is None:
         raise CheckpointError(f"{run_dir} has no readable {CARD} / {CONFIG}")
-    cfg = from_dict(TrainConfig, cfg_dict)
-    encoder = build_encoder(cfg.encoder, in_channels=card.get("in_channels", 3), width=cfg.encoder_width, input_size=card.get("input_size"))
-    method = build_method(cfg.method, encoder, cfg.method_cfg, num_samples=card.get("num_samples", 1), num_classes=card.get("num_classes", 10))
+    if not isinstance(card, dict) or not isinstance(cfg_dict, dict):
+        raise CheckpointError(f"{run_dir} has a {CARD} / {CONFIG} that is not a JSON object")
+    try:
+        cfg = from_dict(TrainConfig, cfg_dict)
+        encoder = build_encoder(cfg.encoder, in_channels=card.get("in_channels", 3), width=cfg.encoder_width, input_size=card.get("input_size"))
+        method = build_method(cfg.method, encoder, cfg.method_cfg, num_samples=card.get("num_samples", 1), num_classes=card.get("num_classes", 10))
+    except CheckpointError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, MemoryError) as exc:
+        raise CheckpointError(f"{run_dir.name}: {CONFIG} / {CARD} do not describe a model that can be built ({str(exc)[:200]})") from exc
     state = read_state_dict(run_dir / CHECKPOINT)
-    missing, unexpected = method.load_state_dict(state, strict=False)
-    if missing:
-        raise CheckpointError(f"{run_dir.name}: checkpoint does not fit {cfg.method}/{cfg.encoder}; missing {len(missing)} keys, e.g. {missing[0]}")
+    report = fit_report(method.state_dict(), state)
+    if report.missing or report.mismatched:
+        raise CheckpointError(f"{run_dir.name}: {CHECKPOINT} does not fit {cfg.method}/{cfg.encoder} (width {cfg.encoder_width}) "
+                              f"of {CONFIG}: {report.text()}")
+    method.load_state_dict(state, strict=False)
+    unexpected = report.unexpected
     check_finite(method, run_dir)
     method.eval()
     for p in method.parameters():

@@ -274,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
         print(f"error: {exc.strerror}: {exc.filename}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. disk full while writing a checkpoint: the previous one is intact
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # the training loop's own errors
         from ssl_viz.train import TrainingError
 

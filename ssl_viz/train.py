@@ -239,6 +239,8 @@ class Trainer:
             self.state.stop_reason = f"diverged: {exc}"
         except KeyboardInterrupt:
             self.state.stop_reason = "cancelled"
+        except OSError as exc:  # disk full during a checkpoint: the previous checkpoint is intact
+            self.state.stop_reason = f"failed: {exc.strerror or exc}"
         self.method.eval()
         for cb in sorted(self.callbacks, key=lambda c: c.end_last):
             cb.on_train_end(self)
@@ -361,7 +363,7 @@ class Checkpointer(Callback):
             self.last = trainer.state.elapsed
 
     def on_train_end(self, trainer: Trainer) -> None:
-        if not str(trainer.state.stop_reason).startswith("diverged") and trainer.state.step > 0:
+        if not str(trainer.state.stop_reason).startswith(("diverged", "failed")) and trainer.state.step > 0:
             trainer.save()
 
 

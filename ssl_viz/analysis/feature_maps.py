@@ -217,8 +217,8 @@ def load_image(file, channels: int, size: tuple[int, int] | None = None) -> torc
     try:
         pil = Image.open(file)
         pil = pil.convert("L" if channels == 1 else "RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise FeatureMapError(f"not a readable image ({exc.__class__.__name__})") from exc
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
+        raise FeatureMapError(f"not a readable image ({exc.__class__.__name__}: {exc})"[:300]) from exc
     if size is not None:
         pil = pil.resize((size[1], size[0]), Image.BILINEAR)
     a = torch.from_numpy(np.asarray(pil, dtype=np.uint8).copy())

@@ -13,8 +13,11 @@ import streamlit as st
 
 from ssl_viz.checkpoint import CheckpointError
 from ssl_viz.data import DATASETS, DatasetError
+from ssl_viz.data.folder import report as folder_report
 from ssl_viz.encoders import ENCODERS
+from ssl_viz.io import atomic_write
 from ssl_viz.paths import uploads_dir
+from ssl_viz.safety import DATA_ROOTS_ENV, UnsafeInputError, data_roots, extract_zip, is_uploaded_dataset, max_zip_bytes, resolve_user_path
 from ssl_viz.ui.loaders import get_dataset, get_model
 from ssl_viz.ui.workspace import available_models, current_workspace
 
@@ -28,9 +31,8 @@ def _save_upload(upload) -> Path:
     digest = hashlib.sha256(data).hexdigest()[:16]
     suffix = ".safetensors" if upload.name.endswith(".safetensors") else ".pt"
     path = uploads_dir() / "checkpoints" / f"{digest}{suffix}"
-    path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
-        path.write_bytes(data)
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))  # a concurrent reader never sees half a file
     return path
 
 
@@ -59,18 +61,60 @@ def _model_picker() -> None:
         st.session_state["ws_model"], st.session_state["ws_encoder"] = str(path), encoder
 
 
+FOLDER, ZIP = "folder", "zip"
+ZIP_LABEL = "zip — upload a zip of images (a sub-folder per class, or flat)"
+
+
+def _folder_choice(ws) -> str | None:
+    """``folder:PATH`` for a typed path under the data roots, or None (with a message)."""
+    typed = ws.dataset.removeprefix("folder:") if ws.dataset.startswith("folder:") and not is_uploaded_dataset(ws.dataset[7:]) else ""
+    roots = data_roots()
+    text = st.text_input("Image folder (ImageFolder layout)", value=typed, key="sb_folder_path",
+                         help="A folder under the data folders of this server: " + (", ".join(map(str, roots)) or "none")
+                         + f" (set {DATA_ROOTS_ENV} to change them).")
+    if not text:
+        st.info("Type the path of a folder of images under: " + (", ".join(map(str, roots)) or "none (upload a zip instead)"))
+        return None
+    try:
+        return f"folder:{resolve_user_path(text, roots)}"
+    except UnsafeInputError as exc:
+        st.error(f"This folder cannot be used: {exc}")
+        return None
+
+
+def _zip_choice(ws) -> str | None:
+    """``folder:PATH`` of an uploaded, safely extracted zip of images, or None (with a message)."""
+    upload = st.file_uploader("Zip of images", type=["zip"], key="sb_zip",
+                              help=f"At most {max_zip_bytes() >> 20} MB; unpacked into the uploads folder of this server.")
+    if upload is None:
+        if ws.dataset.startswith("folder:") and is_uploaded_dataset(ws.dataset[7:]):
+            st.caption(f"Using the zip uploaded before ({Path(ws.dataset[7:]).name}).")
+            return ws.dataset
+        st.info("Upload a .zip with one sub-folder of images per class (or images only, unlabelled).")
+        return None
+    extracted = st.session_state.setdefault("_sb_zips", {})
+    upload_id = getattr(upload, "file_id", None) or f"{upload.name}:{upload.size}"
+    if upload_id not in extracted:
+        try:
+            extracted[upload_id] = str(extract_zip(upload, uploads_dir() / "datasets"))
+        except UnsafeInputError as exc:
+            st.error(f"{upload.name}: {exc}")
+            return None
+    return f"folder:{extracted[upload_id]}"
+
+
 def _dataset_picker() -> None:
     ws = current_workspace()
-    names = [n for n in DATASETS if n != "folder"] + ["folder"]
-    current = "folder" if ws.dataset.startswith("folder:") else ws.dataset
+    names = [n for n in DATASETS if n != "folder"] + [FOLDER, ZIP]
+    current = ws.dataset
+    if ws.dataset.startswith("folder:"):
+        current = ZIP if is_uploaded_dataset(ws.dataset[7:]) else FOLDER
     choice = st.selectbox("Dataset", names, index=names.index(current) if current in names else 0,
-                          format_func=lambda n: f"{n} — {DATASETS[n][1]}")
-    if choice == "folder":
-        path = st.text_input("Image folder (ImageFolder layout)", value=ws.dataset.removeprefix("folder:") if ws.dataset.startswith("folder:") else "")
-        if not path:
-            st.info("Type the path of a folder of images.")
+                          format_func=lambda n: ZIP_LABEL if n == ZIP else f"{n} — {DATASETS[n][1]}")
+    if choice in (FOLDER, ZIP):
+        choice = _folder_choice(ws) if choice == FOLDER else _zip_choice(ws)
+        if choice is None:
             return
-        choice = f"folder:{path}"
     if choice != ws.dataset:
         st.session_state["ws_label"] = None
     st.session_state["ws_dataset"] = choice
@@ -79,6 +123,11 @@ def _dataset_picker() -> None:
     except DatasetError as exc:
         st.error(str(exc))
         return
+    if choice.startswith("folder:"):
+        report = folder_report(choice[7:], "test")
+        if report is not None and report.skipped:
+            with st.expander(f"{len(report.skipped)} files skipped"):
+                st.table({"file": [f for f, _ in report.skipped[:50]], "why": [w for _, w in report.skipped[:50]]})
     if ds.factors:
         factors = list(ds.factors)
         default = st.session_state.get("ws_label") or ds.label_factor or factors[0]
