@@ -6,8 +6,8 @@ from ssl_viz.analysis.attribution import TARGETS, AttributionError, default_grad
 from ssl_viz.analysis.images import normalize_map, overlay, to_hwc_uint8, upscale
 from ssl_viz.augment import POLICIES
 from ssl_viz.encoders import conv_layers
-from ssl_viz.ui.loaders import get_dataset, get_model
-from ssl_viz.ui.workspace import available_models, current_workspace
+from ssl_viz.ui.loaders import get_model, workspace_or_stop
+from ssl_viz.ui.workspace import available_models
 
 METHOD_NAMES = {"gradcam": "Grad-CAM", "integrated_gradients": "Integrated Gradients", "saliency": "Saliency", "occlusion": "Occlusion"}
 
@@ -21,12 +21,7 @@ st.markdown(
 st.latex(r"y = \cos\big(f(x), r\big), \qquad L_{\text{Grad-CAM}} = \mathrm{ReLU}\Big(\sum_k \alpha_k A^k\Big),"
          r"\quad \alpha_k = \frac{1}{Z}\sum_{u,v} \frac{\partial y}{\partial A^k_{uv}}")
 
-ws = current_workspace()
-try:
-    model, ds = get_model(ws.model, ws.encoder), get_dataset(ws.dataset, "test", ws.label)
-except Exception as exc:  # a bad model or dataset must not take the page down
-    st.error(f"Cannot load the workspace: {exc}")
-    st.stop()
+ws, model, ds = workspace_or_stop()
 others = {str(p): (label, card) for label, p, card in available_models() if str(p) != ws.model}
 supervised = [p for p, (_, c) in others.items() if c.get("method") == "supervised" or str(c.get("source", "")).startswith("imagenet:")]
 options = [None] + supervised + [p for p in others if p not in supervised]

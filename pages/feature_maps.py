@@ -15,8 +15,7 @@ from ssl_viz.analysis.feature_maps import (
 )
 from ssl_viz.analysis.images import make_grid, to_hwc_uint8, upscale
 from ssl_viz.cache import fingerprint
-from ssl_viz.ui.loaders import get_dataset, get_model, sample_indices
-from ssl_viz.ui.workspace import current_workspace
+from ssl_viz.ui.loaders import get_dataset, get_model, sample_indices, workspace_or_stop
 
 SAMPLE = 500
 
@@ -42,12 +41,7 @@ def sample_scores(source: str, encoder_name: str | None, dataset: str, layer: st
     return scores, idx
 
 
-ws = current_workspace()
-try:
-    model, ds = get_model(ws.model, ws.encoder), get_dataset(ws.dataset, "test", ws.label)
-except Exception as exc:  # a bad model or dataset must not take the page down
-    st.error(f"Cannot load the workspace: {exc}")
-    st.stop()
+ws, model, ds = workspace_or_stop()
 encoder = model.encoder
 
 left, right = st.columns([1, 3])

@@ -7,9 +7,8 @@ import torch
 from ssl_viz.analysis.images import to_hwc_uint8, upscale
 from ssl_viz.analysis.pairs import contrastive_batch
 from ssl_viz.augment import POLICIES, BatchAugment, describe_params, describe_policy, parse_policy
-from ssl_viz.ui.loaders import get_dataset, get_model
+from ssl_viz.ui.loaders import workspace_or_stop
 from ssl_viz.ui.plots import similarity_heatmap, softmax_bars
-from ssl_viz.ui.workspace import current_workspace
 
 st.title("Pairs & negatives")
 st.markdown("A batch of $N$ images gives $2N$ augmented views. For each anchor view $i$ the **positive** $j(i)$ is the other "
@@ -18,12 +17,7 @@ st.markdown("A batch of $N$ images gives $2N$ augmented views. For each anchor v
 st.latex(r"\ell_i = -\log \frac{\exp(\mathrm{sim}(z_i, z_{j(i)})/\tau)}{\sum_{k \neq i} \exp(\mathrm{sim}(z_i, z_k)/\tau)},"
          r"\qquad \mathcal{L} = \frac{1}{2N}\sum_{i=1}^{2N} \ell_i")
 
-ws = current_workspace()
-try:
-    model, ds = get_model(ws.model, ws.encoder), get_dataset(ws.dataset, "test", ws.label)
-except Exception as exc:  # a bad model or dataset must not take the page down
-    st.error(f"Cannot load the workspace: {exc}")
-    st.stop()
+ws, model, ds = workspace_or_stop()
 
 c1, c2, c3, c4 = st.columns(4)
 policy = c1.selectbox("Augmentation policy", [*POLICIES, "custom"], index=list(POLICIES).index("simclr"), key="pairs_policy")

@@ -7,9 +7,8 @@ from PIL import Image
 
 from ssl_viz.analysis.images import to_hwc_uint8, upscale
 from ssl_viz.analysis.retrieval import Retriever, per_class_precision, precision_at_k, prepare_query_image, worst_queries
-from ssl_viz.ui.loaders import get_dataset, get_embeddings, get_model
+from ssl_viz.ui.loaders import get_embeddings, workspace_or_stop
 from ssl_viz.ui.plots import precision_bars
-from ssl_viz.ui.workspace import current_workspace
 
 st.title("Retrieval")
 st.markdown("Rank a bank of test images by cosine similarity to a query's embedding. A good representation puts images of "
@@ -18,12 +17,7 @@ st.markdown("Rank a bank of test images by cosine similarity to a query's embedd
 st.latex(r"\mathrm{P@K}(q) = \frac{1}{K} \sum_{j \in \mathrm{NN}_K(q)} [\,y_j = y_q\,],"
          r"\qquad \mathrm{NN}_K(q) = \operatorname{top\text{-}K}_j \cos(z_q, z_j)")
 
-ws = current_workspace()
-try:
-    model, ds = get_model(ws.model, ws.encoder), get_dataset(ws.dataset, "test", ws.label)
-except Exception as exc:  # a bad model or dataset must not take the page down
-    st.error(f"Cannot load the workspace: {exc}")
-    st.stop()
+ws, model, ds = workspace_or_stop()
 
 c1, c2, c3 = st.columns(3)
 sizes = sorted({s for s in (250, 500, 1000, 2000, 5000, 10000) if s < len(ds)} | {min(len(ds), 10000)})

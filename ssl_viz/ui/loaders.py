@@ -64,3 +64,19 @@ def get_embeddings(source: str, dataset: str, split: str, representation: str, n
 
     arrays = cached_arrays("embeddings", key, compute)
     return arrays["embeddings"], arrays["indices"]
+
+
+def workspace_or_stop():
+    """The current workspace with its model and test set ``(ws, model, dataset)``.
+
+    A model or dataset that cannot be loaded ends the page with one clear ``st.error``
+    (never a traceback), so every page gets the same guard.
+    """
+    from ssl_viz.ui.workspace import current_workspace
+
+    ws = current_workspace()
+    try:
+        return ws, get_model(ws.model, ws.encoder), get_dataset(ws.dataset, "test", ws.label)
+    except Exception as exc:  # a bad model or dataset must not take the page down
+        st.error(f"Cannot load the workspace: {exc}")
+        st.stop()
