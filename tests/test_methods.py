@@ -337,6 +337,9 @@ def _ddp_worker(rank_, world, port, views, idx, ref_grads, ref_keys, ref_codes, 
     except Exception as exc:  # report to the parent
         errors.put(f"rank {rank_}: {exc!r}")
     finally:
+        # without this barrier a rank can exit while its peer still reads the last collective,
+        # and gloo aborts the peer (SIGABRT): seen in CI under load
+        dist.barrier()
         dist.destroy_process_group()
 
 
