@@ -42,8 +42,9 @@ system: ## Debian packages: chromium (browser test) and dataset-fashion-mnist (d
 lint: venv
 	$(VENV)/bin/ruff check .
 
-bench: venv system ## print benchmark figures into bench/RESULTS.md
-	$(PY) -m bench.run_all
+bench: venv system ## print benchmark figures (the full suite and bench/RESULTS.md are issue 6)
+	$(PY) -m bench.augment_throughput
+	$(PY) -m bench.browser_render
 
 screenshots: venv system ## refresh docs/screenshots/ from a real browser
 	SSL_VIZ_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/test_browser.py -s
