@@ -11,7 +11,7 @@ from ssl_viz.augment import POLICIES, BatchAugment
 from ssl_viz.cache import fingerprint
 from ssl_viz.evaluate import knn_accuracy, uniformity
 from ssl_viz.ui.loaders import get_dataset, get_embeddings, get_model
-from ssl_viz.ui.plots import projection_scatter, selected_positions
+from ssl_viz.ui.plots import add_thumbnails, projection_scatter, selected_positions
 from ssl_viz.ui.workspace import current_workspace
 
 st.title("Embeddings")
@@ -57,6 +57,9 @@ else:
     values, names = kmeans_labels(emb, k), None
 hover = [f"#{i} · {ds.class_names[y] if 0 <= y < ds.num_classes else 'unlabelled'}" for i, y in zip(idx, labels)]
 fig = projection_scatter(coords, values, names, color_title=colour, hover=hover)
+if dims == 2 and st.toggle("Show image thumbnails on the map (a fixed sample of 200)", key="emb_thumbs"):
+    shown_at = np.random.default_rng(0).choice(len(idx), size=min(200, len(idx)), replace=False)
+    add_thumbnails(fig, coords[shown_at], [to_hwc_uint8(ds.images[int(idx[i])]) for i in shown_at])
 if dims == 2:
     event = st.plotly_chart(fig, on_select="rerun", selection_mode=("box", "lasso"), key="emb_chart")
 else:

@@ -1,5 +1,7 @@
 """AppTests of the data views: Pairs & negatives, Embeddings, Retrieval (tiny untrained model, digits)."""
 
+import json
+
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -54,6 +56,10 @@ def test_embeddings_page(app_env):
     at.selectbox(key="emb_colour").set_value("label")
     at.selectbox(key="emb_method").set_value("t-SNE").run()
     assert not at.exception and len(charts(at)) == 1
+    at.toggle(key="emb_thumbs").set_value(True).run()  # image map: thumbnails drawn on the 2-D projection
+    assert not at.exception and len(charts(at)) == 1
+    placed = json.loads(charts(at)[0].proto.spec)["layout"]["images"]
+    assert len(placed) == min(200, 449) and all(im["source"].startswith("data:image/png;base64,") for im in placed)
 
 
 def test_retrieval_page(app_env):

@@ -191,3 +191,15 @@ def test_prepare_query_image_matches_dataset_format():
     assert gray.shape == (1, 1, 8, 8) and gray.dtype == torch.uint8
     rgb = prepare_query_image(img.convert("L"), 3, (28, 32))
     assert rgb.shape == (1, 3, 28, 32)
+
+
+def test_thumbnails_are_placed_at_their_points():
+    from ssl_viz.ui.plots import add_thumbnails, projection_scatter
+
+    coords = np.array([[0.0, 0.0], [10.0, 5.0], [3.0, -2.0]])
+    images = [np.full((8, 8, 3), v, dtype=np.uint8) for v in (0, 128, 255)]
+    fig = add_thumbnails(projection_scatter(coords, np.array([0, 1, 0]), ["a", "b"]), coords, images)
+    placed = fig.layout.images
+    assert len(placed) == 3
+    assert [(im.x, im.y) for im in placed] == [(0.0, 0.0), (10.0, 5.0), (3.0, -2.0)]
+    assert all(im.source.startswith("data:image/png;base64,") and im.sizex == pytest.approx(0.35) for im in placed)

@@ -152,3 +152,26 @@ def precision_bars(table: pd.DataFrame, k: int) -> go.Figure:
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), yaxis=dict(title=f"precision@{k}", range=[0, 1]),
                       xaxis=dict(title="class", type="category"))
     return fig
+
+
+def add_thumbnails(fig: go.Figure, coords: np.ndarray, images: Sequence[np.ndarray], size_fraction: float = 0.035) -> go.Figure:
+    """Draw small images at their 2-D positions (an "image map" of the projection).
+
+    Args:
+        coords: ``[n, 2]`` projected positions of the images.
+        images: ``n`` arrays ``[H, W, 3]`` uint8, drawn centred on their points.
+        size_fraction: thumbnail side as a fraction of the larger axis range.
+    """
+    from ssl_viz.analysis.images import png_data_uri
+
+    coords = np.asarray(coords, dtype=float)
+    if len(coords) == 0:
+        return fig
+    span = float(max(np.ptp(coords[:, 0]), np.ptp(coords[:, 1]), 1e-9))
+    side = span * size_fraction
+    fig.update_layout(images=[
+        dict(source=png_data_uri(img), x=float(x), y=float(y), xref="x", yref="y", sizex=side, sizey=side,
+             xanchor="center", yanchor="middle", layer="above", sizing="contain")
+        for (x, y), img in zip(coords, images)
+    ])
+    return fig
