@@ -119,7 +119,7 @@ class Trainer:
         encoder = build_encoder(cfg.encoder, in_channels=self.data.channels, width=cfg.encoder_width)
         self.method = build_method(cfg.method, encoder, cfg.method_cfg, num_samples=len(self.data), num_classes=max(1, self.data.num_classes))
         self.method.to(self.device)
-        if cfg.channels_last and self.device.type == "cuda":
+        if cfg.channels_last and self.device.type in ("cuda", "cpu"):
             self.method.to(memory_format=torch.channels_last)
         self.model = self.method
         if self.distributed:
@@ -182,7 +182,7 @@ class Trainer:
     def train_step(self, index: torch.Tensor) -> dict:
         cfg = self.cfg
         x = self.images[index.to(self.images.device)].to(self.device, non_blocking=True).float().div_(255.0)
-        if cfg.channels_last and self.device.type == "cuda":
+        if cfg.channels_last and self.device.type in ("cuda", "cpu"):
             x = x.contiguous(memory_format=torch.channels_last)
         views = self.augment(x, generator=self.generator)
         labels = self.labels[index.to(self.labels.device)]
