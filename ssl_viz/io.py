@@ -65,8 +65,8 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     umask = os.umask(0)
     os.umask(umask)
     try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; finished files get the usual permissions
         write(tmp)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp (and safetensors) make 0600; finished files get the usual permissions
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

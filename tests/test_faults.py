@@ -366,3 +366,18 @@ def test_disk_full_in_a_background_run_shows_in_its_status(tmp_path, monkeypatch
     assert "no space left on device while writing checkpoint.safetensors; the previous checkpoint.safetensors" in status.reason
     assert load_model(run).card["steps"] == 2 and not list(run.glob(".*.tmp"))
     print(f"\nbackground run, disk full: {status.state}: {status.reason.splitlines()[-1][:200]}")
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    """Checkpoints are read by other users (the Docker image's app user): not the 0600 of mkstemp/safetensors."""
+    import os
+    import stat
+
+    from ssl_viz.checkpoint import save_state
+
+    old = os.umask(0o022)
+    try:
+        save_state(tmp_path, {"w": torch.ones(3)})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / CHECKPOINT).stat().st_mode) == 0o644
