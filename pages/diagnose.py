@@ -8,7 +8,7 @@ from ssl_viz.analysis.diagnosis import VERDICT_COLOURS, ablation_results, attach
 from ssl_viz.augment import SINGLE_TRANSFORMS
 from ssl_viz.config import TrainConfig
 from ssl_viz.paths import cache_dir
-from ssl_viz.ui.loaders import get_dataset, get_model
+from ssl_viz.ui.loaders import dataset_or_stop, get_dataset, get_model
 from ssl_viz.ui.workspace import current_workspace
 
 st.title("Diagnose augmentations")
@@ -20,11 +20,7 @@ st.latex(r"\text{damage}_T = \min_{\text{probe}} \frac{a_{\text{clean}} - a_{T}}
          r"\text{invariance}_T = \frac{s(x, Tx) - s(x, x')}{1 - s(x, x')}, \quad s(a, b) = \mathbb{E}\cos(f(a), f(b))")
 
 ws = current_workspace()
-try:
-    test_ds = get_dataset(ws.dataset, "test", ws.label)
-except Exception as exc:  # a bad dataset must not take the page down
-    st.error(f"Cannot load dataset {ws.dataset}: {exc}")
-    st.stop()
+test_ds = dataset_or_stop(ws)
 
 c1, c2, c3, c4 = st.columns(4)
 labels = list(test_ds.factors) or [None]

@@ -10,7 +10,7 @@ from ssl_viz.analysis.projection import is_projection_cached, kmeans_labels, pro
 from ssl_viz.augment import POLICIES, BatchAugment
 from ssl_viz.cache import fingerprint
 from ssl_viz.evaluate import knn_accuracy, uniformity
-from ssl_viz.ui.loaders import get_dataset, get_embeddings, get_model
+from ssl_viz.ui.loaders import dataset_or_stop, get_embeddings, get_model
 from ssl_viz.ui.plots import add_thumbnails, projection_scatter, selected_positions
 from ssl_viz.ui.workspace import current_workspace
 
@@ -21,11 +21,7 @@ st.markdown("Each dot is one test image placed by its embedding $z = f(x)$. Cont
 st.latex(r"\|\hat z_i - \hat z_j\|^2 = 2 - 2\cos(z_i, z_j), \qquad \hat z = z / \|z\|")
 
 ws = current_workspace()
-try:
-    ds = get_dataset(ws.dataset, "test", ws.label)
-except Exception as exc:  # a bad dataset must not take the page down
-    st.error(f"Cannot load dataset {ws.dataset}: {exc}")
-    st.stop()
+ds = dataset_or_stop(ws)
 
 c1, c2, c3, c4 = st.columns(4)
 method = c1.selectbox("Method", ["UMAP", "t-SNE", "PCA"], key="emb_method")

@@ -351,21 +351,25 @@ def load_run(run_dir: str | Path) -> LoadedModel:
 
 
 def load_imagenet_reference(card: dict, where: Path | str) -> LoadedModel:
-    """The supervised ImageNet reference named by ``card["source"]`` (``imagenet:ARCH``)."""
-    import torchvision
+    """The supervised ImageNet reference named by ``card["source"]`` (``imagenet:ARCH``).
+
+    The weight file is read (and sha256-checked) once: the backbone takes its
+    features, the class-logit head is rebuilt from its classifier tensors.
+    """
+    from ssl_viz.encoders import load_imagenet_state_dict
 
     arch = card["source"].split(":", 1)[1]
     try:
-        encoder = build_encoder(arch, pretrained=True, input_size=card.get("input_size"))
-        full = torchvision.models.get_model(arch, weights=None)
-        from ssl_viz.encoders import load_imagenet_state_dict
-
-        full.load_state_dict(load_imagenet_state_dict(arch))
+        encoder = build_encoder(arch, input_size=card.get("input_size"))
+        state = load_imagenet_state_dict(arch)
     except EncoderError as exc:
         raise CheckpointError(str(exc)) from exc
-    classifier = full.fc if arch.startswith("resnet") else full.classifier
-    classifier.eval()
-    return LoadedModel(encoder.eval(), None, classifier, {"name": Path(where).name, **card}, str(where), LoadReport("torchvision", [], [], 0))
+    prefix = "fc." if arch.startswith("resnet") else "classifier.1."
+    encoder.body.net.load_state_dict({k: v for k, v in state.items() if not k.startswith(prefix)})
+    weight, bias = state[prefix + "weight"], state[prefix + "bias"]
+    classifier = nn.Linear(weight.shape[1], weight.shape[0])
+    classifier.load_state_dict({"weight": weight, "bias": bias})
+    return LoadedModel(encoder.eval(), None, classifier.eval(), {"name": Path(where).name, **card}, str(where), LoadReport("torchvision", [], [], 0))
 
 
 def load_model(source: str | Path, encoder: str | None = None) -> LoadedModel:

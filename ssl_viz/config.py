@@ -112,7 +112,7 @@ def from_dict(cls: type, data: dict) -> Any:
         if f.name not in data:
             continue
         value = data[f.name]
-        if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
+        if isinstance(value, dict) and dataclasses.is_dataclass(f.default_factory):  # nested config, e.g. method_cfg
             value = from_dict(f.default_factory, value)
         elif isinstance(value, list):
             value = tuple(value)

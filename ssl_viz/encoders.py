@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -384,14 +383,7 @@ def load_imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
         raise EncoderError(f"no ImageNet weights for {name} on this machine and download failed ({exc.__class__.__name__}); {hint}") from exc
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
 
 def conv_layers(module: nn.Module) -> dict[str, nn.Conv2d]:
     """All conv layers by qualified name (for kernel and feature-map pickers)."""
     return {n: m for n, m in module.named_modules() if isinstance(m, nn.Conv2d)}
-
-
-def vit_grid(encoder: Encoder) -> int:
-    return int(math.sqrt(encoder.body.pos_embed.shape[1] - 1)) if encoder.is_vit else 0

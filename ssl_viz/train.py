@@ -22,7 +22,7 @@ import math
 import os
 import signal
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -456,7 +456,3 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress_
     if trainer.distributed:
         dist.destroy_process_group()
     return state
-
-
-def with_overrides(cfg: TrainConfig, **changes) -> TrainConfig:
-    return replace(cfg, **{k: v for k, v in changes.items() if v is not None})

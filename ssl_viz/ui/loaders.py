@@ -66,6 +66,15 @@ def get_embeddings(source: str, dataset: str, split: str, representation: str, n
     return arrays["embeddings"], arrays["indices"]
 
 
+def dataset_or_stop(ws, split: str = "test") -> ImageDataset:
+    """The workspace dataset's ``split``; one clear ``st.error`` (never a traceback) ends the page if it cannot load."""
+    try:
+        return get_dataset(ws.dataset, split, ws.label)
+    except Exception as exc:  # a bad dataset must not take the page down
+        st.error(f"Cannot load dataset {ws.dataset}: {exc}")
+        st.stop()
+
+
 def workspace_or_stop():
     """The current workspace with its model and test set ``(ws, model, dataset)``.
 
@@ -76,7 +85,8 @@ def workspace_or_stop():
 
     ws = current_workspace()
     try:
-        return ws, get_model(ws.model, ws.encoder), get_dataset(ws.dataset, "test", ws.label)
-    except Exception as exc:  # a bad model or dataset must not take the page down
+        model = get_model(ws.model, ws.encoder)
+    except Exception as exc:  # a bad model must not take the page down
         st.error(f"Cannot load the workspace: {exc}")
         st.stop()
+    return ws, model, dataset_or_stop(ws)
