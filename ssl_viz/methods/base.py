@@ -25,10 +25,21 @@ from ssl_viz.encoders import Encoder, projection_head
 
 @dataclass
 class StepOutput:
-    """What a training step returns: the scalar loss and floats to log."""
+    """What a training step returns: the scalar loss and 0-d tensors to log.
+
+    Logs stay tensors on the device so a step costs one host synchronisation
+    (:meth:`floats`), not one per logged value.
+    """
 
     loss: torch.Tensor
-    logs: dict[str, float] = field(default_factory=dict)
+    logs: dict[str, torch.Tensor | float] = field(default_factory=dict)
+
+    def floats(self, **extra: torch.Tensor | float) -> dict[str, float]:
+        """``{"loss", **extra, **logs}`` as Python floats, read from the device in one transfer."""
+        items = {"loss": self.loss, **extra, **{k: v for k, v in self.logs.items() if k != "loss"}}
+        device = self.loss.device
+        stacked = torch.stack([torch.as_tensor(v, device=device).detach().float().reshape(()) for v in items.values()])
+        return dict(zip(items, stacked.tolist()))
 
 
 class SSLMethod(nn.Module):

@@ -50,9 +50,9 @@ class BYOL(SSLMethod):
         with torch.no_grad():
             cos = torch.cat([F.cosine_similarity(p1, t2, dim=1), F.cosine_similarity(p2, t1, dim=1)])
             logs = {
-                "loss": loss.item(),
-                "pos_sim": cos.mean().item(),
-                "z_std": F.normalize(t1, dim=1).std(dim=0).mean().item(),  # collapse monitor, 1/sqrt(D) when spread
+                "loss": loss,
+                "pos_sim": cos.mean(),
+                "z_std": F.normalize(t1, dim=1).std(dim=0).mean(),  # collapse monitor, 1/sqrt(D) when spread
             }
         return StepOutput(loss, logs)
 

@@ -93,10 +93,10 @@ class MemoryBank(SSLMethod):
         loss = torch.stack(losses).mean()
         self._pending = (index, F.normalize(torch.stack(feats).mean(dim=0), dim=1).detach())
         logs = {
-            "loss": loss.item(),
-            "pos_sim": torch.stack(pos_sims).mean().item(),
-            "neg_sim": torch.stack(neg_sims).mean().item(),
-            "acc": torch.stack(accs).mean().item(),
+            "loss": loss,
+            "pos_sim": torch.stack(pos_sims).mean(),
+            "neg_sim": torch.stack(neg_sims).mean(),
+            "acc": torch.stack(accs).mean(),
         }
         return StepOutput(loss, logs)
 

@@ -76,10 +76,10 @@ class MoCo(SSLMethod):
         with torch.no_grad():
             cos = logits * self.cfg.temperature
             logs = {
-                "loss": loss.item(),
-                "pos_sim": cos[:, 0].mean().item(),
-                "neg_sim": cos[:, 1:].mean().item(),
-                "acc": (logits.argmax(dim=1) == 0).float().mean().item(),
+                "loss": loss,
+                "pos_sim": cos[:, 0].mean(),
+                "neg_sim": cos[:, 1:].mean(),
+                "acc": (logits.argmax(dim=1) == 0).float().mean(),
             }
         return StepOutput(loss, logs)
 

@@ -33,10 +33,10 @@ class SimCLR(SSLMethod):
         with torch.no_grad():
             cos = logits.detach() * t
             logs = {
-                "loss": loss.item(),
-                "pos_sim": cos[:, 0].mean().item(),
-                "neg_sim": cos[:, 1:].mean().item(),
-                "acc": (logits.argmax(dim=1) == 0).float().mean().item(),
-                "z_std": F.normalize(z1.detach(), dim=1).std(dim=0).mean().item(),
+                "loss": loss,
+                "pos_sim": cos[:, 0].mean(),
+                "neg_sim": cos[:, 1:].mean(),
+                "acc": (logits.argmax(dim=1) == 0).float().mean(),
+                "z_std": F.normalize(z1.detach(), dim=1).std(dim=0).mean(),
             }
         return StepOutput(loss, logs)
