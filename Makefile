@@ -42,9 +42,11 @@ system: ## Debian packages: chromium (browser test) and dataset-fashion-mnist (d
 lint: venv
 	$(VENV)/bin/ruff check .
 
-bench: venv system ## print benchmark figures (the full suite and bench/RESULTS.md are issue 6)
-	$(PY) -m bench.augment_throughput
-	$(PY) -m bench.browser_render
+bench: venv system ## every CPU benchmark -> bench/RESULTS.md (BENCH_ARGS="--retrain" also reruns the 300 s training curves, ~45 min)
+	$(PY) -m bench.report $(BENCH_ARGS)
+
+models: venv system ## rebuild the shipped models (models/*): 300 s CPU runs; the ViTs want a GPU (ZOO_ARGS="--only NAME")
+	$(PY) -m ssl_viz.zoo $(ZOO_ARGS)
 
 screenshots: venv system ## refresh docs/screenshots/ from a real browser
 	SSL_VIZ_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/test_browser.py -s

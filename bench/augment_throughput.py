@@ -45,6 +45,22 @@ def _per_image(transform, images: torch.Tensor) -> list[torch.Tensor]:
     return [transform(img) for img in images]
 
 
+def measure(batch: int = 512, sizes=(28, 32), policies=("simclr",), device: str = "cpu", min_time: float = 1.0) -> list[dict]:
+    """images/s of BatchAugment and of the per-image v2 pipeline for each policy and image size."""
+    dev = torch.device(device)
+    rows = []
+    for size in sizes:
+        x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+        x_dev = x.to(dev)
+        for name in policies:
+            cfg = parse_policy(name)
+            aug, gen = BatchAugment(cfg), torch.Generator(device=dev).manual_seed(0)
+            fast = images_per_second(partial(aug, x_dev, gen), batch, dev, min_time)
+            slow = images_per_second(partial(_per_image, v2_transform(cfg, size), x), batch, torch.device("cpu"), min_time)
+            rows.append({"policy": name, "size": size, "batched": fast, "per_image": slow, "speedup": fast / slow})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=512)
@@ -56,19 +72,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}, batch {args.batch}")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, batch {args.batch}")
     print(f"{'policy':<16}{'size':>5}{'BatchAugment img/s':>22}{'v2 per-image img/s':>22}{'speed-up':>10}")
-    for size in (int(s) for s in args.sizes.split(",")):
-        x = torch.rand(args.batch, 3, size, size, generator=torch.Generator().manual_seed(0))
-        x_dev = x.to(device)
-        for name in args.policies.split(","):
-            cfg = parse_policy(name)
-            aug, gen = BatchAugment(cfg), torch.Generator(device=device).manual_seed(0)
-            fast = images_per_second(partial(aug, x_dev, gen), args.batch, device, args.min_time)
-            per_image = v2_transform(cfg, size)
-            slow = images_per_second(partial(_per_image, per_image, x), args.batch, torch.device("cpu"), args.min_time)
-            print(f"{name:<16}{size:>5}{fast:>22,.0f}{slow:>22,.0f}{fast / slow:>9.1f}x")
+    rows = measure(args.batch, [int(s) for s in args.sizes.split(",")], args.policies.split(","), args.device, args.min_time)
+    for r in rows:
+        print(f"{r['policy']:<16}{r['size']:>5}{r['batched']:>22,.0f}{r['per_image']:>22,.0f}{r['speedup']:>9.1f}x")
 
 
 if __name__ == "__main__":

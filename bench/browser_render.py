@@ -46,10 +46,8 @@ def wait_idle(page, quiet_s: float = 1.0, timeout_s: float = 300.0) -> float:
     return float("nan")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--passes", type=int, default=2)
-    args = parser.parse_args()
+def measure(passes: int = 2) -> dict[str, list[float]]:
+    """Seconds to render each page (title -> one time per pass) on one server; the first pass is cold."""
     from playwright.sync_api import sync_playwright
 
     with socket.socket() as s:
@@ -58,6 +56,7 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, "-m", "ssl_viz.ui.serve", "--server.port", str(port), "--server.headless", "true"],
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
+    rows: dict[str, list[float]] = {}
     try:
         for _ in range(180):
             try:
@@ -65,10 +64,9 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.5)
-        rows: dict[str, list[float]] = {}
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
-            for _ in range(args.passes):
+            for _ in range(passes):
                 for title, path in pages():
                     page = browser.new_page(viewport={"width": 1400, "height": 1000})
                     t0 = time.perf_counter()
@@ -81,6 +79,14 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=20)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--passes", type=int, default=2)
+    args = parser.parse_args()
+    rows = measure(args.passes)
     header = "| page | " + " | ".join(["cold (s)"] + [f"warm {i} (s)" for i in range(1, args.passes)]) + " |"
     print(header)
     print("|" + "---|" * (args.passes + 1))

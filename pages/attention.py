@@ -24,6 +24,7 @@ st.latex(r"y = \cos\big(f(x), r\big), \qquad L_{\text{Grad-CAM}} = \mathrm{ReLU}
 ws, model, ds = workspace_or_stop()
 others = {str(p): (label, card) for label, p, card in available_models() if str(p) != ws.model}
 supervised = [p for p, (_, c) in others.items() if c.get("method") == "supervised" or str(c.get("source", "")).startswith("imagenet:")]
+supervised.sort(key=lambda p: others[p][1].get("encoder") != model.encoder.name)  # the same architecture first: a fair pair
 options = [None] + supervised + [p for p in others if p not in supervised]
 
 c1, c2, c3, c4 = st.columns(4)

@@ -140,6 +140,28 @@ def save_run(run_dir: str | Path, method: nn.Module, cfg: TrainConfig, card: dic
     atomic_write_json(run_dir / CARD, card)
 
 
+SHIPPED_PREFIXES = ("encoder.", "projector.", "classifier.", "prototypes.")
+
+
+def ship_run(run_dir: str | Path, half: bool = False) -> tuple[int, int]:
+    """Shrink a finished run for shipping: keep the encoder and heads, drop training-only state.
+
+    Memory banks, queues, momentum / target encoders and predictors only serve training;
+    :func:`load_run` rebuilds them fresh when they are absent. ``half`` stores floating
+    tensors in float16 (loading casts them back to float32). The resumable trainer state
+    is removed. Returns the checkpoint's (bytes before, bytes after).
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / CHECKPOINT
+    before = path.stat().st_size
+    state = {k: v for k, v in read_state_dict(path).items() if k.startswith(SHIPPED_PREFIXES)}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    save_state(run_dir, state)
+    (run_dir / TRAINER_STATE).unlink(missing_ok=True)
+    return before, path.stat().st_size
+
+
 def load_trainer_state(run_dir: str | Path) -> dict | None:
     path = Path(run_dir) / TRAINER_STATE
     if not path.exists():
@@ -336,6 +358,7 @@ def load_run(run_dir: str | Path) -> LoadedModel:
         raise CheckpointError(f"{run_dir.name}: {CONFIG} / {CARD} do not describe a model that can be built ({str(exc)[:200]})") from exc
     state = read_state_dict(run_dir / CHECKPOINT)
     report = fit_report(method.state_dict(), state)
+    report.missing = [k for k in report.missing if k.startswith(SHIPPED_PREFIXES)]  # training-only state may be left out (ship_run)
     if report.missing or report.mismatched:
         raise CheckpointError(f"{run_dir.name}: {CHECKPOINT} does not fit {cfg.method}/{cfg.encoder} (width {cfg.encoder_width}) "
                               f"of {CONFIG}: {report.text()}")

@@ -32,10 +32,10 @@ def embed_dataset(
     n = len(images)
     for start in range(0, n, batch_size):
         batch = images[start:start + batch_size].to(device, non_blocking=True).float().div_(255.0)
-        out.append(embed_fn(batch).float().cpu())
+        out.append(embed_fn(batch).float())  # stays on the device: one transfer at the end, no sync per batch
         if progress is not None:
             progress(min(1.0, (start + batch_size) / max(n, 1)))
-    return torch.cat(out) if out else torch.empty(0, 0)
+    return torch.cat(out).cpu() if out else torch.empty(0, 0)
 
 
 def knn_predict(

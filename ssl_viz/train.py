@@ -318,7 +318,12 @@ class MetricsLog(Callback):
 
 
 class KnnMonitor(Callback):
-    """Every ``every`` steps: weighted kNN top-1 (k=200, T=0.1) and alignment/uniformity on held-out images."""
+    """Every ``every`` steps: weighted kNN top-1 (k=200, T=0.1) and alignment/uniformity on held-out images.
+
+    ``samples`` test images against a bank of twice as many training images; with
+    ``samples=0`` (or at least the test set's size) the full protocol: the whole test
+    set against the whole training set, as the time-to-quality curves need.
+    """
 
     def __init__(self, every: int, samples: int = 2000) -> None:
         self.every, self.samples = every, samples
@@ -327,8 +332,9 @@ class KnnMonitor(Callback):
     def on_train_start(self, trainer: Trainer) -> None:
         if trainer.data.has_labels:
             test = trainer.test_data or load_dataset(trainer.cfg.dataset, "test", label=trainer.cfg.dataset_label)
-            self.test = test.head(self.samples, seed=1)
-            self.bank = trainer.data.head(self.samples * 2, seed=2)
+            full = not self.samples or self.samples >= len(test)
+            self.test = test if full else test.head(self.samples, seed=1)
+            self.bank = trainer.data if full else trainer.data.head(self.samples * 2, seed=2)
 
     def measure(self, trainer: Trainer) -> dict:
         method = trainer.method
@@ -343,7 +349,8 @@ class KnnMonitor(Callback):
             v1, v2 = trainer.augment(x, generator=gen)[:2]
             z1, z2 = F.normalize(method.encoder(v1).float(), dim=1), F.normalize(method.encoder(v2).float(), dim=1)
         method.train(was_training)
-        return {"knn_top1": knn_accuracy(bank, self.bank.labels, test, self.test.labels), "alignment": alignment(z1, z2), "uniformity": uniformity(test)}
+        return {"knn_top1": knn_accuracy(bank, self.bank.labels, test, self.test.labels), "knn_n_test": len(self.test), "knn_n_bank": len(self.bank),
+                "alignment": alignment(z1, z2), "uniformity": uniformity(test)}
 
     def on_step_end(self, trainer: Trainer, logs: dict) -> None:
         if self.test is not None and self.every and trainer.state.step % self.every == 0 and trainer.rank == 0:

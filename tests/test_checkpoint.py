@@ -5,7 +5,7 @@ import pickle
 import pytest
 import torch
 
-from ssl_viz.checkpoint import CheckpointError, load_model, read_state_dict, save_run
+from ssl_viz.checkpoint import CheckpointError, load_model, read_state_dict, save_run, ship_run
 from ssl_viz.config import MethodConfig, TrainConfig
 from ssl_viz.encoders import build_encoder
 from ssl_viz.methods import build_method
@@ -24,6 +24,26 @@ def test_run_round_trip(tmp_path):
     assert set(model.representations()) >= {"backbone", "projector", "stage:block1"}
     assert not list(tmp_path.joinpath("run").glob("*.tmp"))
 
+
+
+@pytest.mark.parametrize("method_name", ["moco", "memory_bank", "byol", "swav", "supervised"])
+def test_shipped_run_keeps_encoder_and_heads_only(tmp_path, method_name):
+    cfg = TrainConfig(method=method_name, encoder="small-cnn", encoder_width=8,
+                      method_cfg=MethodConfig(proj_dim=16, proj_hidden=32, queue_size=64, n_prototypes=12))
+    method = build_method(method_name, build_encoder("small-cnn", 1, 8), cfg.method_cfg, num_samples=5000, num_classes=10).eval()
+    card = {"method": method_name, "encoder": "small-cnn", "in_channels": 1, "num_samples": 5000, "num_classes": 10}
+    save_run(tmp_path / "run", method, cfg, card, trainer_state={"optimizer": {}, "loop": {}})
+    before, after = ship_run(tmp_path / "run", half=True)
+    assert after < before / 1.9  # half precision at least; banks, queues and target networks gone too
+    assert not (tmp_path / "run" / "trainer_state.pt").exists()
+    kept = read_state_dict(tmp_path / "run" / "checkpoint.safetensors")
+    assert all(k.startswith(("encoder.", "projector.", "classifier.", "prototypes.")) for k in kept)
+    assert not any(k in kept for k in ("bank", "queue"))
+    model = load_model(tmp_path / "run")
+    x = torch.rand(3, 1, 12, 12)
+    with torch.no_grad():
+        assert torch.allclose(model.encoder(x), method.encoder(x), atol=2e-2, rtol=1e-2)
+        assert model.encoder.first_conv().weight.dtype == torch.float32
 
 LIGHTLY_INDEX = {"conv1": "0", "bn1": "1", "layer1": "4", "layer2": "5", "layer3": "6", "layer4": "7"}  # nn.Sequential(*resnet.children())
 

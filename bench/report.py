@@ -1,0 +1,169 @@
+"""Run every CPU benchmark and write ``bench/RESULTS.md`` (``make bench``).
+
+    python -m bench.report [--skip browser,projection] [--retrain] [--out bench/RESULTS.md]
+
+Sections: the machine; time to quality (the zoo's 300 s runs, ``--retrain`` rebuilds
+them: about 45 minutes); training throughput against a plain loop and per-image PIL
+augmentation; embedding extraction; projections; retrieval; page render times in a
+real browser; and the GPU figures recorded by ``bench.gpu`` in ``bench/results/gpu-*.json``
+(a GPU is not needed to write the report; run ``python -m bench.gpu --json
+bench/results/gpu-<card>.json`` on one to add or refresh them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import augment_throughput, extraction, retrieval, time_to_quality, train_throughput  # noqa: E402
+from ssl_viz.paths import models_dir  # noqa: E402
+from ssl_viz.zoo import CPU_RECIPE  # noqa: E402
+
+SECTIONS = ("time", "throughput", "extraction", "projection", "retrieval", "browser", "gpu")
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def section_machine() -> str:
+    import numpy
+    import streamlit
+    import torchvision
+
+    return (f"Written {time.strftime('%Y-%m-%d %H:%M')} by `python -m bench.report` on {cpu_name()}, "
+            f"{os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), torchvision {torchvision.__version__}, "
+            f"numpy {numpy.__version__}, streamlit {streamlit.__version__}, Python {platform.python_version()}. "
+            "Figures, not assertions: a busy machine gives lower ones.")
+
+
+def section_time(retrain: bool) -> str:
+    if retrain:
+        from ssl_viz import zoo
+
+        zoo.main(["--only", ",".join(f"{m}-fashion-mnist" for m in time_to_quality.METHODS)])
+    rows = time_to_quality.collect(models_dir())
+    recipe = " ".join(CPU_RECIPE)
+    return ("Fashion-MNIST, training from scratch on the CPU for 300 s (`python -m ssl_viz.zoo`, recipe `" + recipe + "`), "
+            "weighted kNN top-1 (k=200, T=0.1) of the backbone features on the full 10k test set with the 60k training set as the bank; "
+            "the curve is the kNN monitor's, seconds of training (monitoring excluded). Target: 0.85.\n\n"
+            + time_to_quality.markdown(rows, 0.85))
+
+
+def section_throughput() -> str:
+    encoder, width = CPU_RECIPE[CPU_RECIPE.index("--encoder") + 1], int(CPU_RECIPE[CPU_RECIPE.index("--width") + 1])
+    parts = []
+    for enc, w in ((encoder, width), ("resnet18-cifar", 16)):
+        r = train_throughput.measure(enc, w, 256, torch.device("cpu"), min_time=10.0, workers=2)
+        parts.append(f"SimCLR step, {enc} width {w}, batch 256, 28 px:\n\n"
+                     + table(["loop", "images/s", "Trainer / this"], [[k, f"{v:,.0f}", f"{r['trainer'] / v:.2f}"] for k, v in r.items()]))
+    aug = augment_throughput.measure(512, (28, 32), ("simclr",), "cpu", 2.0)
+    parts.append("Augmentation alone (one view of 512 RGB images): batched `BatchAugment` vs torchvision v2 one image at a time:\n\n"
+                 + table(["policy", "size", "batched img/s", "per-image img/s", "speed-up"],
+                         [[r["policy"], r["size"], f"{r['batched']:,.0f}", f"{r['per_image']:,.0f}", f"{r['speedup']:.1f}x"] for r in aug]))
+    return "\n\n".join(parts)
+
+
+def section_extraction() -> str:
+    r = extraction.measure(models_dir() / "simclr-fashion-mnist", 10_000, 256, 3)
+    return (f"{r['model']} on {r['n']:,} test images, batch {r['batch']}:\n\n"
+            + table(["path", "images/s"], [["app (`embed_dataset`)", f"{r['app_images_per_s']:,.0f}"],
+                                           ["bare `model(x)` under `inference_mode`", f"{r['bare_images_per_s']:,.0f}"]])
+            + f"\n\nRatio app / bare: **{r['ratio']:.2f}** (target >= 0.9).")
+
+
+def section_projection() -> str:
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-m", "bench.projection"], cwd=ROOT, capture_output=True, text=True, check=True)
+    rows = json.loads(out.stdout.strip().splitlines()[-1])
+    return (f"{rows[0]['n']:,} embeddings of {rows[0]['dim']} dims (the shipped SimCLR on the test set), 2-D:\n\n"
+            + table(["method", "first view, cold (s)", "first view, numba cache warm (s)", "repeat in process (s)", "from disk cache (s)"],
+                    [[r["method"], f"{r['first_cold_s']:.1f}", f"{r['first_warm_numba_s']:.1f}", f"{r['repeat_s']:.1f}", f"{r['disk_cache_s']:.3f}"]
+                     for r in rows]))
+
+
+def section_retrieval() -> str:
+    rows = [retrieval.measure(n, 128, 5) for n in (10_000, 100_000, 1_000_000)]
+    text = table(["gallery", "bank MB", "build (s)", "one query (ms)", "per query in a batch of 100 (ms)"],
+                 [[f"{r['n']:,}", f"{r['bank_mb']:.0f}", f"{r['build_s']:.2f}", f"{r['one_query_ms']:.1f}", f"{r['per_query_in_batch_ms']:.2f}"]
+                  for r in rows])
+    slow = [r["n"] for r in rows if r["one_query_ms"] > retrieval.INTERACTIVE_MS]
+    verdict = (f"One exact query passes {retrieval.INTERACTIVE_MS:.0f} ms from {min(slow):,} items: an approximate index (IVF/HNSW) would take over there."
+               if slow else f"Exact search stays under {retrieval.INTERACTIVE_MS:.0f} ms per query up to 1M items on this CPU; "
+               "an approximate index (IVF/HNSW) would pay off beyond that or for many concurrent users.")
+    return "Exact cosine top-10 over random unit 128-d embeddings:\n\n" + text + "\n\n" + verdict
+
+
+def section_browser() -> str:
+    from bench import browser_render
+
+    rows = browser_render.measure(2)
+    return ("Seconds from navigation until the page's script is idle, headless chromium, the default workspace; "
+            "cold = first visit on a fresh server, warm = second visit:\n\n"
+            + table(["page", "cold (s)", "warm (s)"], [[t, f"{v[0]:.1f}", f"{v[1]:.1f}"] for t, v in rows.items()]))
+
+
+def section_gpu() -> str:
+    files = sorted((ROOT / "bench" / "results").glob("gpu-*.json"))
+    if not files:
+        return "No GPU figures recorded yet: run `python -m bench.gpu --json bench/results/gpu-<card>.json` on a GPU machine."
+    parts = []
+    for f in files:
+        r = json.loads(f.read_text())
+        parts.append(f"**{r['card']}** (torch {r['torch']}, CUDA {r['cuda']}), SimCLR, ResNet-18 CIFAR stem width {r['width']}, "
+                     f"batch {r['batch']}, 32 px, from `{f.relative_to(ROOT)}`:\n\n"
+                     + table(["variant", "images/s", "peak GPU memory (GiB)"],
+                             [[t["variant"], f"{t['images_per_s']:,.0f}", f"{t['peak_gib']:.2f}"] for t in r["training"]])
+                     + f"\n\nAugmentation (two SimCLR views, batch {r['batch']}): batched on the GPU "
+                       f"{r['augmentation']['batched_gpu_images_per_s']:,.0f} img/s; per-image v2 on one CPU core "
+                       f"{r['augmentation']['per_image_cpu_images_per_s']:,.0f} img/s.\n\nExtraction: `embed_dataset` "
+                       f"{r['extraction']['embed_dataset_images_per_s']:,.0f} img/s vs bare `model(x)` "
+                       f"{r['extraction']['bare_images_per_s']:,.0f} img/s (ratio {r['extraction']['ratio']:.2f}).")
+    return "\n\n".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip", default="", help=f"comma-separated sections to leave out: {', '.join(SECTIONS)}")
+    parser.add_argument("--retrain", action="store_true", help="rebuild the CPU zoo runs for the time-to-quality curves (~45 min)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    titles = {"time": "Time to quality (CPU)", "throughput": "Training throughput (CPU)", "extraction": "Embedding extraction (CPU)",
+              "projection": "Projections (CPU)", "retrieval": "Retrieval (CPU)", "browser": "Page render times (browser)", "gpu": "GPU"}
+    doc = ["# ssl-viz benchmark results", "", section_machine()]
+    for key in SECTIONS:
+        if key in skip:
+            continue
+        print(f"running {key} ...", flush=True)
+        body = section_time(args.retrain) if key == "time" else globals()[f"section_{key}"]()
+        doc += ["", f"## {titles[key]}", "", body]
+        args.out.write_text("\n".join(doc) + "\n")  # partial results survive an interrupted run
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

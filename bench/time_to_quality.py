@@ -1,0 +1,78 @@
+"""Time to quality on the CPU: weighted kNN top-1 on Fashion-MNIST against training seconds, per method.
+
+    python -m bench.time_to_quality [--retrain] [--models models] [--target 0.85]
+
+The curves are those of the zoo runs (``python -m ssl_viz.zoo``, i.e. ``make models``):
+each trains from scratch for 300 s with the default recipe, its kNN monitor on the
+full protocol (k=200, T=0.1, all 10k test images against all 60k training images;
+monitoring time is not counted in the budget). ``--retrain`` rebuilds them first
+(about 7 minutes a method on 2 cores); without it the shipped runs are read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ssl_viz.paths import models_dir  # noqa: E402
+
+METHODS = ("simclr", "moco", "swav", "byol", "memory-bank", "supervised")
+
+
+def read_curve(run_dir: Path) -> dict:
+    """The run's full-protocol kNN points ``[(seconds, knn)]`` and its card's summary."""
+    card = json.loads((run_dir / "card.json").read_text())
+    points = []
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists():
+        for line in metrics.read_text().splitlines():
+            rec = json.loads(line)
+            if "knn_top1" in rec and rec.get("knn_n_test", 0) >= 10_000:
+                points.append((float(rec["time"]), float(rec["knn_top1"])))
+    ev = card.get("evaluation", {})
+    return {"name": run_dir.name, "method": card.get("method"), "encoder": card.get("encoder"), "device": card.get("device"),
+            "seconds": card.get("seconds"), "steps": card.get("steps"), "images_seen": card.get("images_seen"),
+            "knn": ev.get("knn_top1"), "linear": ev.get("linear_top1"), "alignment": ev.get("alignment"),
+            "uniformity": ev.get("uniformity"), "curve": points}
+
+
+def first_reaching(curve: list[tuple[float, float]], target: float) -> float | None:
+    return next((t for t, acc in curve if acc >= target), None)
+
+
+def collect(models: Path) -> list[dict]:
+    return [read_curve(models / f"{m}-fashion-mnist") for m in METHODS if (models / f"{m}-fashion-mnist" / "card.json").exists()]
+
+
+def markdown(rows: list[dict], target: float) -> str:
+    lines = ["| run | device | s | steps | images | kNN curve (s: top-1) | final kNN | linear | align. | unif. | "
+             f"first >= {target} |", "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        curve = ", ".join(f"{t:.0f}: {a:.3f}" for t, a in r["curve"])
+        hit = first_reaching(r["curve"], target)
+        reached = f"{hit:.0f} s" if hit is not None else "not reached"
+        lines.append(f"| {r['name']} | {r['device']} | {r['seconds']} | {r['steps']} | {r['images_seen']:,} | {curve} | "
+                     f"{r['knn']:.4f} | {r['linear']:.4f} | {r['alignment']:.3f} | {r['uniformity']:.3f} | "
+                     f"{reached} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=Path, default=models_dir())
+    parser.add_argument("--retrain", action="store_true", help="rebuild the CPU zoo runs first (python -m ssl_viz.zoo)")
+    parser.add_argument("--target", type=float, default=0.85)
+    args = parser.parse_args()
+    if args.retrain:
+        from ssl_viz import zoo
+
+        zoo.main(["--only", ",".join(f"{m}-fashion-mnist" for m in METHODS), "--out", str(args.models)])
+    print(markdown(collect(args.models), args.target))
+
+
+if __name__ == "__main__":
+    main()

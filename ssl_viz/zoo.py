@@ -1,0 +1,166 @@
+"""The model zoo: the encoders shipped in ``models/``, their recipes, and the command that rebuilds them.
+
+    python -m ssl_viz.zoo [--only simclr-fashion-mnist,...] [--out models] [--budget-scale 1.0] [--list]
+
+(``make models`` runs it.) Each entry trains with ``python -m ssl_viz train`` for a
+fixed time budget, its kNN monitor on the full protocol (so ``metrics.jsonl`` holds the
+accuracy-vs-seconds curve), then:
+
+1. evaluates by the field's protocol on the full Fashion-MNIST test set: weighted kNN
+   top-1 (k=200, T=0.1, the 60k training set as the bank), a linear probe, and
+   alignment / uniformity (Wang & Isola 2020), written into ``card.json`` under ``evaluation``;
+2. ships the run (:func:`ssl_viz.checkpoint.ship_run`): encoder and heads only,
+   float16 for the ViTs, no resumable trainer state, so each model stays a few MB.
+
+The SSL encoders are the CPU time-to-quality runs (``bench.time_to_quality`` reads
+their curves); the ViTs want a GPU (on 2 CPU cores a ViT step is about 15x slower
+than the small CNN's, and their budgets would buy little training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ssl_viz.paths import models_dir
+
+# The tuned CPU recipe (bench/recipe_search.py and the runs in bench/RESULTS.md):
+# a 4-block CNN of width 16, AdamW at a high peak lr, milder crops than ImageNet's.
+CPU_RECIPE = ("--encoder", "small-cnn", "--width", "16", "--batch-size", "256", "--lr", "8e-3",
+              "--augment", "simclr+crop_scale=0.5:1.0")
+TIME_BUDGET = 300.0
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One shipped model: the ``train`` flags, its time budget, the device it was made for."""
+
+    name: str
+    flags: tuple[str, ...]
+    budget: float = TIME_BUDGET
+    device: str = "cpu"
+    half: bool = False
+    knn_every: int = 400
+    dataset: str = "fashion-mnist"
+
+    def command(self, out: Path, budget_scale: float = 1.0) -> list[str]:
+        return [sys.executable, "-m", "ssl_viz", "train", "--dataset", self.dataset, *self.flags,
+                "--time-budget", f"{self.budget * budget_scale:g}", "--device", self.device,
+                "--knn-every", str(self.knn_every), "--knn-samples", "0", "--out", str(out), "--quiet"]
+
+
+VIT = ("--encoder", "vit-tiny", "--batch-size", "512", "--lr", "1e-3", "--weight-decay", "0.05")
+VIT_AUGMENT = "simclr+crop_scale=0.5:1.0,jitter_strength=1.0"
+ZOO: dict[str, ZooEntry] = {e.name: e for e in [
+    ZooEntry("simclr-fashion-mnist", ("--method", "simclr", *CPU_RECIPE)),
+    ZooEntry("moco-fashion-mnist", ("--method", "moco", *CPU_RECIPE)),
+    ZooEntry("swav-fashion-mnist", ("--method", "swav", *CPU_RECIPE)),
+    ZooEntry("byol-fashion-mnist", ("--method", "byol", *CPU_RECIPE)),
+    ZooEntry("memory-bank-fashion-mnist", ("--method", "memory_bank", *CPU_RECIPE)),
+    ZooEntry("supervised-fashion-mnist", ("--method", "supervised", *CPU_RECIPE)),
+    # trained together on one GPU (two processes sharing it)
+    ZooEntry("simclr-vit-tiny-fashion-mnist", ("--method", "simclr", *VIT, "--temperature", "0.2", "--augment", VIT_AUGMENT),
+             budget=240, device="cuda", half=True, knn_every=300),
+    ZooEntry("supervised-vit-tiny-fashion-mnist", ("--method", "supervised", *VIT, "--augment", VIT_AUGMENT),
+             budget=150, device="cuda", half=True, knn_every=300),
+]}
+
+
+def evaluate_into_card(run_dir: Path, dataset: str = "fashion-mnist", name: str | None = None, device: str = "auto") -> dict:
+    """The full evaluation protocol of a run, stored in its card as ``evaluation`` (and ``metrics``)."""
+    from ssl_viz.checkpoint import load_model
+    from ssl_viz.data import load_dataset
+    from ssl_viz.evaluate import evaluate_model
+    from ssl_viz.io import atomic_write_json, read_json
+
+    model = load_model(run_dir)
+    result = evaluate_model(model, load_dataset(dataset, "train"), load_dataset(dataset, "test"), device=device)
+    rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
+    card = read_json(run_dir / "card.json")
+    card["evaluation"] = {**rounded, "command": f"python -m ssl_viz evaluate --checkpoint models/{name or run_dir.name} --dataset {dataset}",
+                          "split": f"full test set ({rounded['n_test']}), full train set ({rounded['n_train']}) as kNN bank (k=200, T=0.1)"}
+    card["metrics"] = {k: rounded[k] for k in ("knn_top1", "linear_top1", "alignment", "uniformity") if k in rounded}
+    atomic_write_json(run_dir / "card.json", card)
+    return rounded
+
+
+def build(entry: ZooEntry, out_root: Path, budget_scale: float = 1.0, device: str | None = None) -> dict:
+    """Train, evaluate and ship one entry into ``out_root / entry.name``; returns its evaluation."""
+    tmp = out_root / f".{entry.name}.building"
+    subprocess.run(["rm", "-rf", str(tmp)], check=True)
+    cmd = entry.command(tmp, budget_scale)
+    if device:
+        cmd[cmd.index("--device") + 1] = device
+    subprocess.run(cmd, check=True)
+    return finish(entry, tmp, out_root)
+
+
+def finish(entry: ZooEntry, trained: Path, out_root: Path) -> dict:
+    """Evaluate and ship a trained run (made here or on another machine) as ``out_root / entry.name``."""
+    from ssl_viz.checkpoint import ship_run
+
+    out = out_root / entry.name
+    start = time.perf_counter()
+    result = evaluate_into_card(trained, entry.dataset, entry.name)
+    ship_run(trained, half=entry.half)
+    for name in ("status.json", "log.txt", "evolution.npz"):
+        (trained / name).unlink(missing_ok=True)
+    card_path = trained / "card.json"
+    card = json.loads(card_path.read_text())
+    if card.get("command"):
+        card["trained_with"] = card["command"]  # what actually ran (e.g. on a GPU machine)
+    card["command"] = "python " + shlex.join(entry.command(Path("models") / entry.name)[1:])
+    card["zoo"] = {"entry": entry.name, "made_for": entry.device, "half_precision": entry.half,
+                   "shipped": "encoder and heads only (training-only state dropped)"}
+    card_path.write_text(json.dumps(card, indent=2, sort_keys=True))
+    if trained.resolve() != out.resolve():
+        subprocess.run(["rm", "-rf", str(out)], check=True)
+        trained.rename(out)
+    print(f"{entry.name}: {json.dumps(result)} (evaluated in {time.perf_counter() - start:.0f} s)", flush=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ssl_viz.zoo", description="Rebuild the shipped models.")
+    parser.add_argument("--only", default="", help="comma-separated entry names (default: all)")
+    parser.add_argument("--out", type=Path, default=models_dir())
+    parser.add_argument("--budget-scale", type=float, default=1.0, help="multiply every time budget (e.g. 0.1 for a quick check)")
+    parser.add_argument("--device", help="override each entry's device")
+    parser.add_argument("--list", action="store_true", help="print the entries and their commands")
+    parser.add_argument("--finish", type=Path, metavar="RUN_DIR", help="evaluate and ship a run trained elsewhere as the one --only entry")
+    args = parser.parse_args(argv)
+    names = [n for n in args.only.split(",") if n] or list(ZOO)
+    unknown = [n for n in names if n not in ZOO]
+    if unknown:
+        print(f"unknown zoo entries {unknown}; choose from {', '.join(ZOO)}", file=sys.stderr)
+        return 2
+    if args.finish:
+        if len(names) != 1:
+            print("--finish needs exactly one --only entry", file=sys.stderr)
+            return 2
+        finish(ZOO[names[0]], args.finish, args.out)
+        return 0
+    for name in names:
+        entry = ZOO[name]
+        if args.list:
+            print(f"{name}: {shlex.join(entry.command(args.out / name, args.budget_scale)[1:])}")
+            continue
+        device = args.device
+        if device is None and entry.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                print(f"{name}: made for a GPU; training it on this machine's CPU for the same budget gives a weaker model", file=sys.stderr)
+                device = "cpu"
+        build(entry, args.out, args.budget_scale, device)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
