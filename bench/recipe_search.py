@@ -76,24 +76,54 @@ def grid_cpu300() -> list[dict]:
     return first + methods + rest
 
 
-GRIDS = {"cpu300": grid_cpu300}
+def grid_cpu120() -> list[dict]:
+    """Real 120 s CPU runs (``--real --budget 120``): the intensity-augmentation study behind ``simclr-small``."""
+    base = {"encoder_width": 16, "lr": 8e-3}
+    small50 = "simclr+crop_scale=0.5:1.0,jitter_strength=1.0,jitter_p=1.0,solarize_p=0.2"
+    specs = {
+        "simclr-policy": "simclr",
+        "crop50": "simclr+crop_scale=0.5:1.0",
+        "crop35-no-jitter": "simclr+crop_scale=0.35:1.0,jitter_p=0.0,grayscale_p=0.0",
+        "crop50-jitter-s1": "simclr+crop_scale=0.5:1.0,jitter_strength=1.0",
+        "crop50-jitter-s1-p1": "simclr+crop_scale=0.5:1.0,jitter_strength=1.0,jitter_p=1.0",
+        "crop50-solarize0.2": "simclr+crop_scale=0.5:1.0,solarize_p=0.2",
+        "crop50-jitter-s1-p1-solarize0.2": small50,
+        "crop50-jitter-s1-p1-solarize0.5": small50.replace("solarize_p=0.2", "solarize_p=0.5"),
+        "crop35-jitter-s1-p1-solarize0.2": small50.replace("0.5:1.0", "0.35:1.0"),
+    }
+    out = [candidate(name, augment=spec, **base) for name, spec in specs.items()]
+    out.insert(3, candidate("crop50-t0.5", augment="simclr+crop_scale=0.5:1.0", temperature=0.5, **base))
+    out.append(candidate("crop50-jitter-s1-p1-solarize0.2-t0.1", augment=small50, temperature=0.1, **base))
+    return out
+
+
+def grid_final300() -> list[dict]:
+    """Real 300 s CPU runs (``--real --budget 300``) of the two finalists; crop 0.65 became ``simclr-small``."""
+    small = "simclr+jitter_strength=1.0,jitter_p=1.0,solarize_p=0.2"
+    return [candidate(f"crop{c}-jitter-s1-p1-solarize0.2", augment=f"{small},crop_scale=0.{c}:1.0", encoder_width=16, lr=8e-3) for c in (50, 65)]
+
+
+# What a candidate changes is relative to this base (the defaults before the search).
+SEARCH_BASE = {"method": "simclr", "encoder": "small-cnn", "encoder_width": 32, "augment": "simclr", "lr": 2e-3}
+GRIDS = {"cpu300": grid_cpu300, "cpu120": grid_cpu120, "final300": grid_final300}
 METHOD_KEYS = {"temperature", "proj_hidden", "proj_dim", "queue_size", "momentum", "n_prototypes", "bank_loss"}
 
 
-def build_config(cand: dict, budget: float, n_train: int):
+def build_config(cand: dict, budget: float, n_train: int, real: bool = False):
     from ssl_viz.config import TrainConfig
 
     train_changes = {k: v for k, v in cand.items() if k not in METHOD_KEYS and k != "name"}
     method_changes = {k: v for k, v in cand.items() if k in METHOD_KEYS}
-    train_changes.setdefault("encoder", "small-cnn")
-    cfg = TrainConfig(knn_every=0, amp=False, **train_changes)
+    cfg = TrainConfig(knn_every=0, amp=False, **{**SEARCH_BASE, **train_changes})
     cfg = replace(cfg, method_cfg=replace(cfg.method_cfg, **method_changes))
+    if real:  # train for ``budget`` seconds on this machine
+        return replace(cfg, time_budget=budget), None
     steps = cpu_rate(cfg.method, cfg.encoder, cfg.encoder_width) * budget / cfg.batch_size
     return replace(cfg, epochs=steps * cfg.batch_size / n_train), int(steps)
 
 
-def run_one(cand: dict, budget: float, device: str) -> dict:
-    """Train one candidate for its CPU-equivalent number of steps and score it on the full test set."""
+def run_one(cand: dict, budget: float, device: str, real: bool = False) -> dict:
+    """Train one candidate for its CPU-equivalent number of steps (or ``budget`` real seconds) and score it on the full test set."""
     import torch
 
     from ssl_viz.data import load_dataset
@@ -101,7 +131,7 @@ def run_one(cand: dict, budget: float, device: str) -> dict:
     from ssl_viz.train import Trainer
 
     train, test = load_dataset("fashion-mnist", "train"), load_dataset("fashion-mnist", "test")
-    cfg, steps = build_config(cand, budget, len(train))
+    cfg, steps = build_config(cand, budget, len(train), real)
     cfg = replace(cfg, device=device)
     start = time.perf_counter()
     trainer = Trainer(cfg, Path("/tmp/recipe_search") / cand["name"], callbacks=[], dataset=train)
@@ -116,7 +146,7 @@ def run_one(cand: dict, budget: float, device: str) -> dict:
             "loss": round(state.last_logs.get("loss", float("nan")), 4), "seconds": round(seconds, 1), "device": device}
 
 
-def _worker(queue, results, budget: float, device: str, threads: int) -> None:
+def _worker(queue, results, budget: float, device: str, threads: int, real: bool) -> None:
     import torch
 
     torch.set_num_threads(threads)
@@ -125,7 +155,7 @@ def _worker(queue, results, budget: float, device: str, threads: int) -> None:
         if cand is None:
             return
         try:
-            results.put(run_one(cand, budget, device))
+            results.put(run_one(cand, budget, device, real))
         except Exception as exc:  # one bad candidate must not stop the search
             results.put({**cand, "error": f"{type(exc).__name__}: {exc}"})
 
@@ -133,14 +163,17 @@ def _worker(queue, results, budget: float, device: str, threads: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", default="cpu300", choices=sorted(GRIDS))
-    parser.add_argument("--budget", type=float, default=300.0, help="CPU seconds each candidate emulates")
+    parser.add_argument("--budget", type=float, default=300.0, help="CPU seconds each candidate emulates (or trains, with --real)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--real", action="store_true", help="train each candidate for --budget real seconds here (one worker)")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per worker")
     parser.add_argument("--only", default="", help="comma-separated candidate names")
     parser.add_argument("--limit", type=int, default=0, help="at most this many candidates")
     parser.add_argument("--out", type=Path, required=True, help="JSON lines, one per candidate (appended)")
     args = parser.parse_args()
+    if args.real:
+        args.workers = 1  # concurrent runs would share the cores they are timed on
     cands = GRIDS[args.grid]()
     if args.only:
         wanted = set(args.only.split(","))
@@ -154,7 +187,7 @@ def main() -> None:
         queue.put(c)
     for _ in range(args.workers):
         queue.put(None)
-    procs = [ctx.Process(target=_worker, args=(queue, results, args.budget, args.device, args.threads)) for _ in range(args.workers)]
+    procs = [ctx.Process(target=_worker, args=(queue, results, args.budget, args.device, args.threads, args.real)) for _ in range(args.workers)]
     for p in procs:
         p.start()
     rows = []

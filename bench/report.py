@@ -29,7 +29,7 @@ from bench import augment_throughput, extraction, retrieval, time_to_quality, tr
 from ssl_viz.paths import models_dir  # noqa: E402
 from ssl_viz.zoo import CPU_RECIPE  # noqa: E402
 
-SECTIONS = ("time", "throughput", "extraction", "projection", "retrieval", "browser", "gpu")
+SECTIONS = ("time", "recipes", "throughput", "extraction", "projection", "retrieval", "browser", "gpu")
 
 
 def cpu_name() -> str:
@@ -70,6 +70,25 @@ def section_time(retrain: bool) -> str:
             "weighted kNN top-1 (k=200, T=0.1) of the backbone features on the full 10k test set with the 60k training set as the bank; "
             "the curve is the kNN monitor's, seconds of training (monitoring excluded). Target: 0.85.\n\n"
             + time_to_quality.markdown(rows, 0.85))
+
+
+def section_recipes() -> str:
+    """The recorded recipe searches (bench/results/recipe-search-*.jsonl), best first."""
+    parts = []
+    for f in sorted((ROOT / "bench" / "results").glob("recipe-search-*.jsonl")):
+        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        rows.sort(key=lambda r: -r.get("knn_top1", 0))
+        real = "emulated" not in f.name
+        grid, budget = ("final300", 300) if "final300" in f.name else ("cpu120", 120)
+        head = (f"Real CPU runs (`python -m bench.recipe_search --grid {grid} --real --budget {budget}`), SimCLR, small-cnn width 16, "
+                "lr 8e-3, full-protocol kNN:" if real else
+                "Emulated 300 s CPU runs on a GPU (`python -m bench.recipe_search --grid cpu300 --device cuda`): each candidate "
+                "trains for the steps 2 CPU cores manage in 300 s; only the first candidates finished in the GPU time at hand:")
+        table_rows = [[r["name"], r.get("budget_s", r.get("planned_steps", "")), r.get("steps", ""), f"{r.get('knn_top1', float('nan')):.4f}",
+                       r.get("note", r.get("error", ""))] for r in rows]
+        parts.append(f"`{f.relative_to(ROOT)}`. " + head + "\n\n"
+                     + table(["candidate", "budget (s)" if real else "planned steps", "steps", "kNN top-1", "note"], table_rows))
+    return "\n\n".join(parts) if parts else "No recipe search recorded."
 
 
 def section_throughput() -> str:
@@ -152,7 +171,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
-    titles = {"time": "Time to quality (CPU)", "throughput": "Training throughput (CPU)", "extraction": "Embedding extraction (CPU)",
+    titles = {"time": "Time to quality (CPU)", "recipes": "Recipe search (how the default recipe was chosen)",
+              "throughput": "Training throughput (CPU)", "extraction": "Embedding extraction (CPU)",
               "projection": "Projections (CPU)", "retrieval": "Retrieval (CPU)", "browser": "Page render times (browser)", "gpu": "GPU"}
     doc = ["# ssl-viz benchmark results", "", section_machine()]
     for key in SECTIONS:

@@ -8,7 +8,7 @@ import streamlit as st
 
 from ssl_viz.analysis.runs import curve_frame, latest, live_figure
 from ssl_viz.augment import POLICIES, describe_policy, policy_to_spec
-from ssl_viz.config import MethodConfig, TrainConfig
+from ssl_viz.config import MethodConfig, TrainConfig, suggested_lr
 from ssl_viz.data import DATASETS
 from ssl_viz.encoders import ENCODERS
 from ssl_viz.jobs import (
@@ -60,6 +60,7 @@ amount = c3.number_input("Epochs" if budget == "epochs" else "Seconds", min_valu
                          value=D.epochs if budget == "epochs" else 300.0, key=f"tr_amount_{budget}")
 seed = c3.number_input("Seed", 0, 10**6, D.seed, key="tr_seed")
 knn_every = c3.number_input("kNN monitor every (steps, 0 = off)", 0, 10**6, D.knn_every, key="tr_knn")
+lr = c3.number_input("Peak learning rate (AdamW)", 1e-5, 1.0, suggested_lr(encoder), format="%.4g", key=f"tr_lr_{encoder}")
 
 with st.expander("Augmentations", expanded=True):
     preset = st.selectbox("Start from policy", list(POLICIES), index=list(POLICIES).index(D.augment), key="tr_preset")
@@ -73,7 +74,7 @@ with st.expander("Augmentations", expanded=True):
     st.caption(f"**{describe_policy(policy)}**")
 
 cfg = replace(D, method=method, encoder=encoder, encoder_width=width, dataset=dataset, dataset_label=label, augment=policy_to_spec(policy),
-              batch_size=batch, seed=int(seed), knn_every=int(knn_every), method_cfg=replace(M, temperature=tau),
+              batch_size=batch, lr=float(lr), seed=int(seed), knn_every=int(knn_every), method_cfg=replace(M, temperature=tau),
               **({"epochs": float(amount)} if budget == "epochs" else {"time_budget": float(amount)}))
 try:
     st.code("python -m ssl_viz train " + shlex.join(cli_args(cfg)), language="bash")

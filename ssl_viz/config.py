@@ -73,17 +73,19 @@ class MethodConfig:
 class TrainConfig:
     """Everything a training run needs; saved as the run's ``config.json``."""
 
+    # The defaults are the recipe tuned for time to quality on a laptop CPU (bench/recipe_search.py,
+    # bench/RESULTS.md): a 4-block CNN of width 16, AdamW at a high peak lr, the "simclr-small" policy.
     method: str = "simclr"
-    encoder: str = "resnet18-cifar"
-    encoder_width: int = 32             # base width for the CIFAR-style ResNet / small CNN
+    encoder: str = "small-cnn"
+    encoder_width: int = 16             # base width for the CIFAR-style ResNet / small CNN
     dataset: str = "fashion-mnist"
     dataset_label: str | None = None    # relabel by a factor (for kNN monitoring)
-    augment: str = "simclr"             # policy name or spec, see ssl_viz.augment.parse_policy
+    augment: str = "simclr-small"       # policy name or spec, see ssl_viz.augment.parse_policy
     epochs: float = 1.0
     time_budget: float | None = None    # seconds; when set it overrides epochs
     batch_size: int = 256
     optimizer: str = "adamw"            # "adamw", "sgd" or "lars"
-    lr: float = 2e-3
+    lr: float = 8e-3
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.05
     grad_clip: float = 3.0
@@ -98,6 +100,15 @@ class TrainConfig:
     checkpoint_every: float = 60.0      # seconds between checkpoints
     max_train_images: int | None = None
     method_cfg: MethodConfig = field(default_factory=MethodConfig)
+
+
+# Peak AdamW learning rates that train stably with batch 256; TrainConfig.lr is the small CNN's.
+SUGGESTED_LR = {"small-cnn": 8e-3, "resnet18-cifar": 4e-3, "vit-tiny": 1e-3}
+
+
+def suggested_lr(encoder: str) -> float:
+    """A peak learning rate that suits ``encoder`` (transformers and large ImageNet bodies want smaller ones)."""
+    return SUGGESTED_LR.get(encoder, 2e-3)
 
 
 def to_dict(cfg: Any) -> dict:

@@ -96,3 +96,4 @@ def test_shipped_zoo_models_load_and_carry_their_evaluation(name):
     assert card["seconds"] > 0 and card["command"].startswith("python -m ssl_viz train")
     assert (run / "checkpoint.safetensors").stat().st_size < 8 * 2**20
     load_model(run)
+    assert f"| `{name}` | {card['method']} |" in zoo.markdown_table(ROOT / "models")

@@ -103,8 +103,9 @@ def test_cli_args_rebuild_the_config():
                   augment="simclr+blur_p=0.5", method_cfg=replace(MethodConfig(), temperature=0.35))
     args = build_parser().parse_args(["train", *cli_args(cfg)])
     assert config_from_args(args) == cfg
-    with pytest.raises(JobError, match="knn_samples"):
-        cli_args(replace(TINY, knn_samples=100))
+    assert config_from_args(build_parser().parse_args(["train", *cli_args(replace(cfg, knn_samples=0))])).knn_samples == 0
+    with pytest.raises(JobError, match="grad_clip"):
+        cli_args(replace(TINY, grad_clip=1.0))
 
 
 @pytest.mark.parametrize("preset", ["simclr", "none", "byol", "context", "rotation", "geometric"])

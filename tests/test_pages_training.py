@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from ssl_viz.config import TrainConfig
 from ssl_viz.io import read_json
 
 TIMEOUT = 60
@@ -65,7 +66,7 @@ def test_train_page_starts_a_run_and_cancels_it(runs_env):
     at.select_slider(key="tr_batch").set_value(64)
     at.number_input(key="tr_amount_epochs").set_value(1.0)
     at.number_input(key="tr_knn").set_value(5)
-    at.toggle(key="tr_simclr_blur_on").set_value(True)
+    at.toggle(key=f"tr_{TrainConfig().augment}_blur_on").set_value(True)
     no_exception(at.run())
     assert "--width 8" in at.code[0].value and "blur_p" in at.code[0].value
     at.button(key="tr_start").click()
