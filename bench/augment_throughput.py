@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from functools import partial
 from pathlib import Path
 
@@ -19,26 +18,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.timing import rate  # noqa: E402
 from ssl_viz.augment import BatchAugment, parse_policy, v2_transform  # noqa: E402
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def images_per_second(fn, n_images: int, device: torch.device, min_time: float = 1.0) -> float:
     """Run ``fn`` (one pass over ``n_images``) after a warm-up until ``min_time`` s have passed."""
-    fn()
-    _sync(device)
-    runs, start = 0, time.perf_counter()
-    while True:
-        fn()
-        runs += 1
-        _sync(device)
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_time:
-            return runs * n_images / elapsed
+    return rate(fn, n_images, device, min_time, warmup=1)
 
 
 def _per_image(transform, images: torch.Tensor) -> list[torch.Tensor]:

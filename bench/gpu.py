@@ -29,7 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.train_throughput import plain_step, rate, trainer_step_fn  # noqa: E402
+from bench.timing import rate  # noqa: E402
+from bench.train_throughput import plain_step, trainer_step_fn  # noqa: E402
 from ssl_viz.augment import MultiViewAugment, parse_policy, v2_transform  # noqa: E402
 from ssl_viz.config import TrainConfig  # noqa: E402
 from ssl_viz.data import ImageDataset  # noqa: E402
@@ -65,7 +66,8 @@ def reset_peak(device: torch.device) -> None:
 
 
 def bench_training(data: ImageDataset, args, device: torch.device) -> list[dict]:
-    base = TrainConfig(method="simclr", encoder="resnet18-cifar", encoder_width=args.width, batch_size=args.batch, device=str(device), knn_every=0)
+    base = TrainConfig(method="simclr", encoder="resnet18-cifar", encoder_width=args.width, batch_size=args.batch, device=str(device), knn_every=0,
+                       augment="simclr")  # the CIFAR-size colour policy, as recorded in bench/results/gpu-*.json
     rows = []
     for name, changes in train_variants(not args.no_compile):
         reset_peak(device)
@@ -77,7 +79,7 @@ def bench_training(data: ImageDataset, args, device: torch.device) -> list[dict]
                      "wall_s": time.perf_counter() - start})
         print(f"  {rows[-1]['variant']:<48}{images_s:>10,.0f} img/s  peak {rows[-1]['peak_gib']:.2f} GiB", flush=True)
     reset_peak(device)
-    plain = plain_step(data, "resnet18-cifar", args.width, args.batch, device)
+    plain = plain_step(data, "resnet18-cifar", args.width, args.batch, device, policy="simclr")
     images_s = rate(plain, args.batch, device, args.min_time)
     rows.append({"variant": "plain PyTorch loop: fp32, NCHW", "images_per_s": images_s, "peak_gib": peak_memory_gib(device)})
     print(f"  {rows[-1]['variant']:<48}{images_s:>10,.0f} img/s  peak {rows[-1]['peak_gib']:.2f} GiB", flush=True)

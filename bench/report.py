@@ -164,24 +164,49 @@ def section_gpu() -> str:
     return "\n\n".join(parts)
 
 
+def previous_sections(path: Path) -> dict[str, str]:
+    """The ``## title`` sections of an existing report, title -> body."""
+    if not path.exists():
+        return {}
+    sections, title, body = {}, None, []
+    for line in path.read_text().splitlines():
+        if line.startswith("## "):
+            if title:
+                sections[title] = "\n".join(body).strip()
+            title, body = line[3:].strip(), []
+        elif title:
+            body.append(line)
+    if title:
+        sections[title] = "\n".join(body).strip()
+    return sections
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip", default="", help=f"comma-separated sections to leave out: {', '.join(SECTIONS)}")
     parser.add_argument("--retrain", action="store_true", help="rebuild the CPU zoo runs for the time-to-quality curves (~45 min)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    parser.add_argument("--only", default="", help="comma-separated sections to rerun; the others are kept from the existing --out")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    only = set(filter(None, args.only.split(",")))
+    if only:
+        skip = set(SECTIONS) - only
     titles = {"time": "Time to quality (CPU)", "recipes": "Recipe search (how the default recipe was chosen)",
               "throughput": "Training throughput (CPU)", "extraction": "Embedding extraction (CPU)",
               "projection": "Projections (CPU)", "retrieval": "Retrieval (CPU)", "browser": "Page render times (browser)", "gpu": "GPU"}
+    kept = previous_sections(args.out) if only else {}
     doc = ["# ssl-viz benchmark results", "", section_machine()]
     for key in SECTIONS:
         if key in skip:
+            if titles[key] in kept:
+                doc += ["", f"## {titles[key]}", "", kept[titles[key]]]
             continue
         print(f"running {key} ...", flush=True)
         body = section_time(args.retrain) if key == "time" else globals()[f"section_{key}"]()
         doc += ["", f"## {titles[key]}", "", body]
         args.out.write_text("\n".join(doc) + "\n")  # partial results survive an interrupted run
+    args.out.write_text("\n".join(doc) + "\n")
     print(f"wrote {args.out}")
 
 

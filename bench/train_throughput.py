@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -27,32 +26,12 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.timing import rate  # noqa: E402
 from ssl_viz.augment import BatchAugment, parse_policy, v2_transform  # noqa: E402
 from ssl_viz.config import TrainConfig  # noqa: E402
 from ssl_viz.data import ImageDataset, load_dataset  # noqa: E402
 from ssl_viz.encoders import build_encoder, projection_head  # noqa: E402
 from ssl_viz.train import Trainer, pick_device  # noqa: E402
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def rate(step, images_per_step: int, device: torch.device, min_time: float, warmup: int = 3) -> float:
-    """Images/s of ``step()`` after ``warmup`` calls, timed for at least ``min_time`` seconds."""
-    for _ in range(warmup):
-        step()
-    sync(device)
-    n, start = 0, time.perf_counter()
-    while True:
-        step()
-        n += 1
-        if n % 5 == 0 or device.type != "cuda":
-            sync(device)
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_time:
-                return n * images_per_step / elapsed
 
 
 def trainer_step_fn(cfg: TrainConfig, data: ImageDataset):
@@ -63,14 +42,14 @@ def trainer_step_fn(cfg: TrainConfig, data: ImageDataset):
 
 
 def plain_step(data: ImageDataset, encoder_name: str, width: int, batch: int, device: torch.device,
-               channels_last: bool = False, temperature: float = 0.2, lr: float = 2e-3):
+               channels_last: bool = False, temperature: float = 0.2, lr: float = 2e-3, policy: str = TrainConfig.augment):
     """SimCLR in a few lines of plain PyTorch (Chen et al. 2020, eq. 1), for comparison."""
     encoder = build_encoder(encoder_name, data.channels, width)
     model = nn.Sequential(encoder, projection_head(encoder.feature_dim, 512, 128)).to(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    augment = BatchAugment(parse_policy("simclr"))
+    augment = BatchAugment(parse_policy(policy))
     images = data.images.to(device)
 
     def step() -> float:
@@ -90,7 +69,7 @@ def plain_step(data: ImageDataset, encoder_name: str, width: int, batch: int, de
 class PilPairs(torch.utils.data.Dataset):
     """Two torchvision-v2 views of each image, augmented one PIL image at a time."""
 
-    def __init__(self, data: ImageDataset, policy: str = "simclr") -> None:
+    def __init__(self, data: ImageDataset, policy: str = TrainConfig.augment) -> None:
         from PIL import Image
 
         mode = "L" if data.channels == 1 else "RGB"
@@ -134,16 +113,22 @@ def pil_step(data: ImageDataset, encoder_name: str, width: int, batch: int, devi
 
 
 def measure(encoder: str, width: int, batch: int, device: torch.device, min_time: float, workers: int, dataset: str = "fashion-mnist",
-            n_images: int = 20000) -> dict[str, float]:
-    """Images/s of each way of training; keys as in the module docstring."""
+            n_images: int = 20000, rounds: int = 2) -> dict[str, float]:
+    """Images/s of each way of training (keys as in the module docstring): the best of ``rounds`` interleaved
+    measurements, so that no variant gains from running later on a warmer machine."""
     data = load_dataset(dataset, "train").head(n_images, seed=0)
     cfg = TrainConfig(encoder=encoder, encoder_width=width, batch_size=batch, device=str(device), knn_every=0)
-    _, trainer_fn = trainer_step_fn(cfg, data)
-    out = {"trainer": rate(trainer_fn, batch, device, min_time)}
-    out["plain"] = rate(plain_step(data, encoder, width, batch, device), batch, device, min_time)
-    out["plain+channels_last"] = rate(plain_step(data, encoder, width, batch, device, channels_last=True), batch, device, min_time)
-    out["PIL per-image"] = rate(pil_step(data, encoder, width, batch, device, workers), batch, device, min_time, warmup=2)
-    return out
+    steps = {
+        "trainer": trainer_step_fn(cfg, data)[1],
+        "plain": plain_step(data, encoder, width, batch, device),
+        "plain+channels_last": plain_step(data, encoder, width, batch, device, channels_last=True),
+        "PIL per-image": pil_step(data, encoder, width, batch, device, workers),
+    }
+    best = dict.fromkeys(steps, 0.0)
+    for _ in range(rounds):
+        for name, step in steps.items():
+            best[name] = max(best[name], rate(step, batch, device, min_time / rounds))
+    return best
 
 
 def main() -> None:
