@@ -18,37 +18,45 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.timing import sync  # noqa: E402
 from ssl_viz.checkpoint import load_model  # noqa: E402
 from ssl_viz.data import load_dataset  # noqa: E402
 from ssl_viz.evaluate import embed_dataset  # noqa: E402
 from ssl_viz.paths import models_dir  # noqa: E402
 
 
-def best_rate(fn, n: int, repeats: int) -> float:
+def best_rate(fn, n: int, repeats: int, device: torch.device) -> float:
     fn()
+    sync(device)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
+        sync(device)
         best = min(best, time.perf_counter() - start)
     return n / best
 
 
-def measure(model_dir: Path, n: int, batch: int, repeats: int) -> dict:
-    model = load_model(model_dir)
-    encoder = model.encoder.eval()
-    images = load_dataset(model.card.get("dataset", "fashion-mnist"), "test").images[:n]
-    batches = [images[i:i + batch].float().div(255) for i in range(0, len(images), batch)]
+def compare(encoder: torch.nn.Module, images: torch.Tensor, batch: int, repeats: int, device: torch.device = torch.device("cpu")) -> dict:
+    """images/s of the app's ``embed_dataset`` and of a bare ``encoder(x)`` loop over pre-converted batches, and their ratio."""
+    batches = [images[i:i + batch].to(device).float().div(255) for i in range(0, len(images), batch)]
 
     def bare() -> None:
         with torch.inference_mode():
             for b in batches:
                 encoder(b)
 
-    bare_rate = best_rate(bare, len(images), repeats)
-    app_rate = best_rate(lambda: embed_dataset(model.embed_fn("backbone"), images, batch_size=batch, progress=lambda f: None), len(images), repeats)
-    return {"model": model.name, "n": len(images), "batch": batch, "app_images_per_s": app_rate, "bare_images_per_s": bare_rate,
-            "ratio": app_rate / bare_rate}
+    bare_rate = best_rate(bare, len(images), repeats, device)
+    app_rate = best_rate(lambda: embed_dataset(encoder, images, batch_size=batch, device=device, progress=lambda f: None),
+                         len(images), repeats, device)
+    return {"n": len(images), "batch": batch, "app_images_per_s": app_rate, "bare_images_per_s": bare_rate, "ratio": app_rate / bare_rate}
+
+
+def measure(model_dir: Path, n: int, batch: int, repeats: int) -> dict:
+    """:func:`compare` for a saved model on ``n`` test images of its dataset."""
+    model = load_model(model_dir)
+    images = load_dataset(model.card.get("dataset", "fashion-mnist"), "test").images[:n]
+    return {"model": model.name, **compare(model.embed_fn("backbone").eval(), images, batch, repeats)}
 
 
 def main() -> None:

@@ -102,22 +102,14 @@ def bench_augmentation(data: ImageDataset, args, device: torch.device) -> dict:
 
 
 def bench_extraction(data: ImageDataset, args, device: torch.device) -> dict:
+    from bench.extraction import compare
     from ssl_viz.encoders import build_encoder
-    from ssl_viz.evaluate import embed_dataset
 
     encoder = build_encoder("resnet18-cifar", 3, args.width).to(device).eval()
-    images = data.images[:min(20_000, len(data))]
-    batches = [images[i:i + 512].to(device).float().div(255) for i in range(0, len(images), 512)]
-
-    def bare():
-        with torch.inference_mode():
-            for b in batches:
-                encoder(b)
-
-    bare_s = rate(bare, len(images), device, args.min_time, warmup=1)
-    app_s = rate(lambda: embed_dataset(encoder, images, batch_size=512, device=device), len(images), device, args.min_time, warmup=1)
-    print(f"  extraction: embed_dataset {app_s:,.0f} img/s, bare model(x) {bare_s:,.0f} img/s, ratio {app_s / bare_s:.2f}", flush=True)
-    return {"embed_dataset_images_per_s": app_s, "bare_images_per_s": bare_s, "ratio": app_s / bare_s}
+    r = compare(encoder, data.images[:min(20_000, len(data))], 512, repeats=3, device=device)
+    print(f"  extraction: embed_dataset {r['app_images_per_s']:,.0f} img/s, bare model(x) {r['bare_images_per_s']:,.0f} img/s, "
+          f"ratio {r['ratio']:.2f}", flush=True)
+    return {"embed_dataset_images_per_s": r["app_images_per_s"], "bare_images_per_s": r["bare_images_per_s"], "ratio": r["ratio"]}
 
 
 def main() -> None:

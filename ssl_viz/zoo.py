@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -70,28 +71,20 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in [
 ]}
 
 
-def evaluate_into_card(run_dir: Path, dataset: str = "fashion-mnist", name: str | None = None, device: str = "auto") -> dict:
-    """The full evaluation protocol of a run, stored in its card as ``evaluation`` (and ``metrics``)."""
+def evaluate(run_dir: Path, dataset: str = "fashion-mnist", device: str = "auto") -> dict:
+    """The full evaluation protocol of a run (kNN, linear probe, alignment, uniformity), rounded for the card."""
     from ssl_viz.checkpoint import load_model
     from ssl_viz.data import load_dataset
     from ssl_viz.evaluate import evaluate_model
-    from ssl_viz.io import atomic_write_json, read_json
 
-    model = load_model(run_dir)
-    result = evaluate_model(model, load_dataset(dataset, "train"), load_dataset(dataset, "test"), device=device)
-    rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
-    card = read_json(run_dir / "card.json")
-    card["evaluation"] = {**rounded, "command": f"python -m ssl_viz evaluate --checkpoint models/{name or run_dir.name} --dataset {dataset}",
-                          "split": f"full test set ({rounded['n_test']}), full train set ({rounded['n_train']}) as kNN bank (k=200, T=0.1)"}
-    card["metrics"] = {k: rounded[k] for k in ("knn_top1", "linear_top1", "alignment", "uniformity") if k in rounded}
-    atomic_write_json(run_dir / "card.json", card)
-    return rounded
+    result = evaluate_model(load_model(run_dir), load_dataset(dataset, "train"), load_dataset(dataset, "test"), device=device)
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
 
 
 def build(entry: ZooEntry, out_root: Path, budget_scale: float = 1.0, device: str | None = None) -> dict:
     """Train, evaluate and ship one entry into ``out_root / entry.name``; returns its evaluation."""
     tmp = out_root / f".{entry.name}.building"
-    subprocess.run(["rm", "-rf", str(tmp)], check=True)
+    shutil.rmtree(tmp, ignore_errors=True)
     cmd = entry.command(tmp, budget_scale)
     if device:
         cmd[cmd.index("--device") + 1] = device
@@ -100,28 +93,38 @@ def build(entry: ZooEntry, out_root: Path, budget_scale: float = 1.0, device: st
 
 
 def finish(entry: ZooEntry, trained: Path, out_root: Path) -> dict:
-    """Evaluate and ship a trained run (made here or on another machine) as ``out_root / entry.name``."""
-    from ssl_viz.checkpoint import ship_run
+    """Evaluate and ship a trained run (made here or on another machine) as ``out_root / entry.name``.
+
+    The card gains ``evaluation`` (and ``metrics``), the zoo command and, where it differed,
+    the command that actually ran (``trained_with``).
+    """
+    from ssl_viz.checkpoint import CARD, ship_run
+    from ssl_viz.io import atomic_write_json, read_json
 
     out = out_root / entry.name
     start = time.perf_counter()
-    result = evaluate_into_card(trained, entry.dataset, entry.name)
+    result = evaluate(trained, entry.dataset)
     ship_run(trained, half=entry.half)
     for name in ("status.json", "log.txt", "evolution.npz"):
         (trained / name).unlink(missing_ok=True)
-    card_path = trained / "card.json"
-    card = json.loads(card_path.read_text())
+    card = read_json(trained / CARD)
+    card["evaluation"] = {**result, "command": f"python -m ssl_viz evaluate --checkpoint models/{entry.name} --dataset {entry.dataset}",
+                          "split": f"full test set ({result['n_test']}), full train set ({result['n_train']}) as kNN bank (k=200, T=0.1)"}
+    card["metrics"] = {k: result[k] for k in ("knn_top1", "linear_top1", "alignment", "uniformity") if k in result}
     if card.get("command"):
         card["trained_with"] = card["command"]  # what actually ran (e.g. on a GPU machine)
     card["command"] = "python " + shlex.join(entry.command(Path("models") / entry.name)[1:])
     card["zoo"] = {"entry": entry.name, "made_for": entry.device, "half_precision": entry.half,
                    "shipped": "encoder and heads only (training-only state dropped)"}
-    card_path.write_text(json.dumps(card, indent=2, sort_keys=True))
+    atomic_write_json(trained / CARD, card)
     if trained.resolve() != out.resolve():
-        subprocess.run(["rm", "-rf", str(out)], check=True)
+        shutil.rmtree(out, ignore_errors=True)
         trained.rename(out)
     print(f"{entry.name}: {json.dumps(result)} (evaluated in {time.perf_counter() - start:.0f} s)", flush=True)
     return result
+
+
+CPU_ENTRIES = tuple(name for name, entry in ZOO.items() if entry.device == "cpu")  # the time-to-quality runs
 
 
 def markdown_table(root: Path) -> str:

@@ -10,7 +10,6 @@ Screenshots go to ``$SSL_VIZ_SCREENSHOTS`` when set (``docs/screenshots``).
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -21,19 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.browser_render import FLAGS
+from bench.browser_render import pages as page_paths
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def page_paths() -> list[tuple[str, str]]:
-    """(title, url path) of every page in app.py's navigation; the default page is ``/``."""
-    text = (ROOT / "app.py").read_text()
-    pages = re.findall(r'st\.Page\("pages/(\w+)\.py", title="([^"]+)"(.*?)\)', text)
-    return [(title, "" if "default=True" in rest else name) for name, title, rest in pages]
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

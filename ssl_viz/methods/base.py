@@ -36,7 +36,7 @@ class StepOutput:
 
     def floats(self, **extra: torch.Tensor | float) -> dict[str, float]:
         """``{"loss", **extra, **logs}`` as Python floats, read from the device in one transfer."""
-        items = {"loss": self.loss, **extra, **{k: v for k, v in self.logs.items() if k != "loss"}}
+        items = {"loss": self.loss, **extra, **self.logs}
         device = self.loss.device
         stacked = torch.stack([torch.as_tensor(v, device=device).detach().float().reshape(()) for v in items.values()])
         return dict(zip(items, stacked.tolist()))

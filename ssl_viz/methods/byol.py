@@ -50,7 +50,6 @@ class BYOL(SSLMethod):
         with torch.no_grad():
             cos = torch.cat([F.cosine_similarity(p1, t2, dim=1), F.cosine_similarity(p2, t1, dim=1)])
             logs = {
-                "loss": loss,
                 "pos_sim": cos.mean(),
                 "z_std": F.normalize(t1, dim=1).std(dim=0).mean(),  # collapse monitor, 1/sqrt(D) when spread
             }

@@ -93,7 +93,6 @@ class MemoryBank(SSLMethod):
         loss = torch.stack(losses).mean()
         self._pending = (index, F.normalize(torch.stack(feats).mean(dim=0), dim=1).detach())
         logs = {
-            "loss": loss,
             "pos_sim": torch.stack(pos_sims).mean(),
             "neg_sim": torch.stack(neg_sims).mean(),
             "acc": torch.stack(accs).mean(),

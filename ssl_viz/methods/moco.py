@@ -76,7 +76,6 @@ class MoCo(SSLMethod):
         with torch.no_grad():
             cos = logits * self.cfg.temperature
             logs = {
-                "loss": loss,
                 "pos_sim": cos[:, 0].mean(),
                 "neg_sim": cos[:, 1:].mean(),
                 "acc": (logits.argmax(dim=1) == 0).float().mean(),

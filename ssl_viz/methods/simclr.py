@@ -33,7 +33,6 @@ class SimCLR(SSLMethod):
         with torch.no_grad():
             cos = logits.detach() * t
             logs = {
-                "loss": loss,
                 "pos_sim": cos[:, 0].mean(),
                 "neg_sim": cos[:, 1:].mean(),
                 "acc": (logits.argmax(dim=1) == 0).float().mean(),

@@ -44,4 +44,4 @@ class Supervised(SSLMethod):
         loss = F.cross_entropy(logits[valid], labels[valid])
         with torch.no_grad():
             acc = (logits[valid].argmax(dim=1) == labels[valid]).float().mean()
-        return StepOutput(loss, {"loss": loss, "acc": acc})
+        return StepOutput(loss, {"acc": acc})

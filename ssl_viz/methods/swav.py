@@ -78,7 +78,6 @@ class SwAV(SSLMethod):
             entropy = -(q * torch.log(q.clamp_min(1e-12))).sum(dim=-1).mean()
             swapped = torch.stack([scores[1].argmax(1) == q[0].argmax(1), scores[0].argmax(1) == q[1].argmax(1)])
             logs = {
-                "loss": loss,
                 "acc": swapped.float().mean(),                        # argmax agreement, swapped views
                 "code_entropy": (entropy / math.log(q.shape[-1])),   # 1: uniform codes
                 "prototypes_used": q.argmax(-1).unique().numel() / q.shape[-1],
