@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssl_viz.io import atomic_write
+from ssl_viz.fileio import atomic_write
 from ssl_viz.paths import cache_dir
 
 DEFAULT_MAX_MB = 1024

@@ -31,7 +31,7 @@ from torch import nn
 
 from ssl_viz.config import TrainConfig, from_dict, to_dict
 from ssl_viz.encoders import ENCODERS, Encoder, EncoderError, build_encoder
-from ssl_viz.io import atomic_write, atomic_write_json, read_json
+from ssl_viz.fileio import atomic_write, atomic_write_json, read_json
 
 CHECKPOINT = "checkpoint.safetensors"
 CARD = "card.json"

@@ -18,6 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+# The weighted kNN protocol of InstDisc (Wu et al. 2018) as used by every figure this project reports.
+KNN_K = 200
+KNN_TEMPERATURE = 0.1
+
 
 @torch.inference_mode()
 def embed_dataset(
@@ -43,8 +47,8 @@ def knn_predict(
     train_labels: torch.Tensor,
     query_features: torch.Tensor,
     num_classes: int,
-    k: int = 200,
-    temperature: float = 0.1,
+    k: int = KNN_K,
+    temperature: float = KNN_TEMPERATURE,
     chunk: int = 1024,
 ) -> torch.Tensor:
     """Weighted kNN class scores ``[Q, num_classes]`` (InstDisc, Wu et al. 2018, sec. 3.4).
@@ -72,8 +76,8 @@ def knn_accuracy(
     train_labels: torch.Tensor,
     test_features: torch.Tensor,
     test_labels: torch.Tensor,
-    k: int = 200,
-    temperature: float = 0.1,
+    k: int = KNN_K,
+    temperature: float = KNN_TEMPERATURE,
 ) -> float:
     """Top-1 accuracy of the weighted kNN classifier on labelled test features."""
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
@@ -81,7 +85,7 @@ def knn_accuracy(
     return float((pred == test_labels.long()).float().mean())
 
 
-def per_class_knn_accuracy(train_features, train_labels, test_features, test_labels, k=200, temperature=0.1) -> np.ndarray:
+def per_class_knn_accuracy(train_features, train_labels, test_features, test_labels, k=KNN_K, temperature=KNN_TEMPERATURE) -> np.ndarray:
     """kNN top-1 accuracy of each class ``[C]`` (NaN for classes absent from the test set)."""
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     pred = knn_predict(train_features, train_labels, test_features, num_classes, k, temperature).argmax(dim=1)
@@ -162,7 +166,7 @@ def recall_at_k(features: torch.Tensor, labels: torch.Tensor, k: int = 1) -> flo
     return float(hit.float().mean())
 
 
-def evaluate_model(model, train_ds, test_ds, representation: str = "backbone", k: int = 200, temperature: float = 0.1,
+def evaluate_model(model, train_ds, test_ds, representation: str = "backbone", k: int = KNN_K, temperature: float = KNN_TEMPERATURE,
                    device: str = "auto", augment: str = "simclr", linear: bool = True) -> dict:
     """The full protocol for a :class:`~ssl_viz.checkpoint.LoadedModel` on a labelled dataset.
 
@@ -170,7 +174,7 @@ def evaluate_model(model, train_ds, test_ds, representation: str = "backbone", k
     alignment is measured on two augmented views (``augment`` policy) of up to 1000 test images.
     """
     from ssl_viz.augment import MultiViewAugment, parse_policy
-    from ssl_viz.train import pick_device
+    from ssl_viz.device import pick_device
 
     dev = pick_device(device)
     for module in (model.encoder, model.projector):

@@ -39,7 +39,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from ssl_viz.config import AugmentConfig, MethodConfig, TrainConfig, to_dict
-from ssl_viz.io import atomic_write_json, read_json
+from ssl_viz.fileio import atomic_write_json, read_json
 from ssl_viz.paths import REPO_ROOT, runs_dir
 
 JOB, LOG, STATUS, LOCK = "job.json", "log.txt", "status.json", ".jobs.lock"

@@ -34,7 +34,7 @@ from ssl_viz.config import TrainConfig, from_dict
 from ssl_viz.data import ImageDataset, load_dataset
 from ssl_viz.encoders import build_encoder
 from ssl_viz.evaluate import alignment, embed_dataset, knn_accuracy, uniformity
-from ssl_viz.io import atomic_write_json, read_json
+from ssl_viz.fileio import atomic_write_json, read_json
 from ssl_viz.methods import build_method
 
 STATUS = "status.json"

@@ -99,7 +99,7 @@ def finish(entry: ZooEntry, trained: Path, out_root: Path) -> dict:
     the command that actually ran (``trained_with``).
     """
     from ssl_viz.checkpoint import CARD, ship_run
-    from ssl_viz.io import atomic_write_json, read_json
+    from ssl_viz.fileio import atomic_write_json, read_json
 
     out = out_root / entry.name
     start = time.perf_counter()

@@ -23,7 +23,7 @@ import torch
 from ssl_viz.cache import cached_arrays, key_hash, prune
 from ssl_viz.checkpoint import CARD, CHECKPOINT, TRAINER_STATE, load_model, read_state_dict, save_state
 from ssl_viz.config import TrainConfig
-from ssl_viz.io import atomic_write, atomic_write_text, read_json, remove_orphan_temps
+from ssl_viz.fileio import atomic_write, atomic_write_text, read_json, remove_orphan_temps
 from ssl_viz.train import Checkpointer, MetricsLog, Trainer, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +39,7 @@ import json, os, sys
 from pathlib import Path
 import torch, safetensors.torch
 import ssl_viz.checkpoint as ckpt
-import ssl_viz.io as sio
+import ssl_viz.fileio as sio
 from ssl_viz.cli import main
 from ssl_viz.data import load_dataset
 

@@ -29,7 +29,7 @@ from ssl_viz.augment import POLICIES, parse_policy, policy_to_spec
 from ssl_viz.checkpoint import load_model
 from ssl_viz.cli import build_parser, config_from_args
 from ssl_viz.config import MethodConfig, TrainConfig
-from ssl_viz.io import read_json
+from ssl_viz.fileio import read_json
 from ssl_viz.jobs import (
     JobError,
     cancel_run,

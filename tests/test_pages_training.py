@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from ssl_viz.config import TrainConfig
-from ssl_viz.io import read_json
+from ssl_viz.fileio import read_json
 
 TIMEOUT = 60
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ssl_viz.io import atomic_write, read_json
+from ssl_viz.fileio import atomic_write, read_json
 from ssl_viz.train import Callback
 
 if TYPE_CHECKING:

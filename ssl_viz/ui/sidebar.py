@@ -15,7 +15,7 @@ from ssl_viz.checkpoint import CheckpointError
 from ssl_viz.data import DATASETS, DatasetError
 from ssl_viz.data.folder import report as folder_report
 from ssl_viz.encoders import ENCODERS
-from ssl_viz.io import atomic_write
+from ssl_viz.fileio import atomic_write
 from ssl_viz.paths import uploads_dir
 from ssl_viz.safety import DATA_ROOTS_ENV, UnsafeInputError, data_roots, extract_zip, is_uploaded_dataset, max_zip_bytes, resolve_user_path
 from ssl_viz.ui.loaders import get_dataset, get_model
