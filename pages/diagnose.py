@@ -4,7 +4,7 @@ import time
 
 import streamlit as st
 
-from ssl_viz.analysis.diagnosis import VERDICT_COLOURS, ablation_results, attach_ablation, diagnose, diagnosis_figure, launch_ablation, load_sweep, run_state
+from ssl_viz.analysis.diagnosis import VERDICT_COLORS, ablation_results, attach_ablation, diagnose, diagnosis_figure, launch_ablation, load_sweep, run_state
 from ssl_viz.augment import SINGLE_TRANSFORMS
 from ssl_viz.config import TrainConfig
 from ssl_viz.paths import cache_dir

@@ -28,7 +28,7 @@ method = c1.selectbox("Method", ["UMAP", "t-SNE", "PCA"], key="emb_method")
 dims = c2.radio("Dimensions", [2, 3], horizontal=True, format_func=lambda d: f"{d}-D", key="emb_dims")
 sizes = sorted({s for s in (250, 500, 1000, 2000, 5000, 10000) if s < len(ds)} | {min(len(ds), 10000)})
 n = c3.select_slider("Points", sizes, value=2000 if 2000 in sizes else sizes[-1], key="emb_n") if len(sizes) > 1 else sizes[0]
-colour = c4.selectbox("Colour by", ["label", *ds.factors, "k-means cluster"], key="emb_colour")
+color = c4.selectbox("Colour by", ["label", *ds.factors, "k-means cluster"], key="emb_color")
 try:
     emb, idx = get_embeddings(ws.model, ws.dataset, "test", ws.representation, n, ws.encoder)
 except Exception as exc:
@@ -44,15 +44,15 @@ with st.spinner(slow or "Projecting…"):
     coords = project_cached(emb, key, code, dims)
 
 labels = ds.labels[torch.as_tensor(idx)].numpy()
-if colour == "label":
+if color == "label":
     values, names = labels, ds.class_names
-elif colour in ds.factors:
-    values, names = np.asarray(ds.factors[colour])[idx], ds.factor_names.get(colour)
+elif color in ds.factors:
+    values, names = np.asarray(ds.factors[color])[idx], ds.factor_names.get(color)
 else:
     k = st.slider("Clusters (k)", 2, 30, max(2, min(ds.num_classes, 30)), key="emb_k")
     values, names = kmeans_labels(emb, k), None
 hover = [f"#{i} · {ds.class_names[y] if 0 <= y < ds.num_classes else 'unlabelled'}" for i, y in zip(idx, labels)]
-fig = projection_scatter(coords, values, names, color_title=colour, hover=hover)
+fig = projection_scatter(coords, values, names, color_title=color, hover=hover)
 if dims == 2 and st.toggle("Show image thumbnails on the map (a fixed sample of 200)", key="emb_thumbs"):
     shown_at = np.random.default_rng(0).choice(len(idx), size=min(200, len(idx)), replace=False)
     add_thumbnails(fig, coords[shown_at], [to_hwc_uint8(ds.images[int(idx[i])]) for i in shown_at])

@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dg = sub.add_parser("diagnose", help="which augmentations suit this dataset's label? verdicts as JSON (and CSV)")
     dg.add_argument("--dataset", required=True, help="a labelled dataset (or one with factors, with --label)")
-    dg.add_argument("--label", help="factor used as label, e.g. orientation, source, colour, shape")
+    dg.add_argument("--label", help="factor used as label, e.g. orientation, source, color, shape")
     dg.add_argument("--checkpoint", help="encoder to measure invariance and kNN/linear accuracy with (run directory or file)")
     dg.add_argument("--encoder", help="architecture of a bare checkpoint file; alone: an untrained encoder of it")
     dg.add_argument("--representation", default="backbone", help="backbone, projector or stage:NAME")

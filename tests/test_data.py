@@ -97,7 +97,7 @@ def test_texture_orientation_label_matches_image_content_and_rotation():
 # --------------------------------------------------------------------------- shapes
 
 
-def _foreground_colour(images: torch.Tensor) -> torch.Tensor:
+def _foreground_color(images: torch.Tensor) -> torch.Tensor:
     """Mean RGB ``[N, 3]`` of the pixels brighter than the background."""
     x = images.float() / 255.0
     mask = (torch.einsum("nchw,c->nhw", x, LUMA) > 0.3).float()[:, None]
@@ -120,17 +120,17 @@ def test_shapes_deterministic_disjoint_and_balanced():
         assert counts.max() - counts.min() <= 1, factor
 
 
-def test_shape_colours_are_isoluminant():
-    luma = shapes.COLOURS @ LUMA.double().numpy()
+def test_shape_colors_are_isoluminant():
+    luma = shapes.COLORS @ LUMA.double().numpy()
     assert np.ptp(luma) < 0.005
-    assert len({tuple(np.round(c, 2)) for c in shapes.COLOURS}) == len(shapes.COLOUR_NAMES) >= 4
+    assert len({tuple(np.round(c, 2)) for c in shapes.COLORS}) == len(shapes.COLOR_NAMES) >= 4
 
 
-def test_shape_colour_recoverable_in_rgb_not_in_grayscale():
-    train, test = load_dataset("shapes", "train", label="colour"), load_dataset("shapes", "test", label="colour")
-    assert train.class_names == shapes.COLOUR_NAMES and torch.equal(train.labels, torch.as_tensor(train.factors["colour"]))
+def test_shape_color_recoverable_in_rgb_not_in_grayscale():
+    train, test = load_dataset("shapes", "train", label="color"), load_dataset("shapes", "test", label="color")
+    assert train.class_names == shapes.COLOR_NAMES and torch.equal(train.labels, torch.as_tensor(train.factors["color"]))
     k = train.num_classes
-    rgb_tr, rgb_te = _foreground_colour(train.images), _foreground_colour(test.images)
+    rgb_tr, rgb_te = _foreground_color(train.images), _foreground_color(test.images)
     assert _nearest_centroid_accuracy(rgb_tr, train.labels, rgb_te, test.labels, k) > 0.95
     gray_tr, gray_te = (rgb_tr @ LUMA)[:, None], (rgb_te @ LUMA)[:, None]
     assert _nearest_centroid_accuracy(gray_tr, train.labels, gray_te, test.labels, k) < 0.5
@@ -196,11 +196,11 @@ def test_folder_imagefolder_skips_and_reports(image_folder):
 
 def test_folder_converts_odd_modes(image_folder):
     every = torch.cat([folder.load(s, path=image_folder, size=8).images for s in ("train", "test")])
-    colours = {tuple(int(v) for v in img[:, 4, 4]) for img in every}
-    assert (255, 255, 255) in colours  # transparent RGBA over white
-    assert (0, 0, 255) in colours  # the non-UTF-8 file name was read
-    assert any(c[0] > 200 and c[1] < 60 and c[2] < 60 for c in colours)  # CMYK (0, 255, 255, 0) is red
-    assert (128, 128, 128) in colours  # 16-bit mid grey rescaled, not clipped to white
+    colors = {tuple(int(v) for v in img[:, 4, 4]) for img in every}
+    assert (255, 255, 255) in colors  # transparent RGBA over white
+    assert (0, 0, 255) in colors  # the non-UTF-8 file name was read
+    assert any(c[0] > 200 and c[1] < 60 and c[2] < 60 for c in colors)  # CMYK (0, 255, 255, 0) is red
+    assert (128, 128, 128) in colors  # 16-bit mid grey rescaled, not clipped to white
 
 
 def test_folder_grayscale_flat_and_registry(tmp_path):

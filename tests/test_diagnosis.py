@@ -50,8 +50,8 @@ def textures_source():
 
 
 @pytest.fixture(scope="module")
-def shapes_colour():
-    return diagnose(*small("shapes", "colour"))
+def shapes_color():
+    return diagnose(*small("shapes", "color"))
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +88,9 @@ def test_rotation_is_fine_for_texture_source(textures_source):
     assert d.get("rotate90").verdict == "suitable" and d.get("rotate90").probe_transformed > 0.85
 
 
-def test_colour_augmentations_are_harmful_for_shape_colour(shapes_colour):
-    d = shapes_colour
-    assert d.probe_clean > 0.95 and "colour" in d.probe_groups
+def test_color_augmentations_are_harmful_for_shape_color(shapes_color):
+    d = shapes_color
+    assert d.probe_clean > 0.95 and "color" in d.probe_groups
     assert d.get("grayscale").verdict == "harmful"
     assert d.get("grayscale").probe_transformed < 0.4                              # isoluminant colours: gray erases them
     assert d.get("color_jitter").verdict == "harmful"
@@ -99,9 +99,9 @@ def test_colour_augmentations_are_harmful_for_shape_colour(shapes_colour):
         assert d.get(name).verdict == "suitable", d.get(name).explanation
 
 
-def test_colour_augmentations_are_fine_for_shape_label(shapes_shape):
+def test_color_augmentations_are_fine_for_shape_label(shapes_shape):
     d = shapes_shape
-    assert d.probe_clean > 0.9 and "colour" not in d.probe_groups
+    assert d.probe_clean > 0.9 and "color" not in d.probe_groups
     for name in ("color_jitter", "grayscale"):
         a = d.get(name)
         assert a.verdict == "suitable", a.explanation
@@ -110,11 +110,11 @@ def test_colour_augmentations_are_fine_for_shape_label(shapes_shape):
     assert d.get("crop").verdict == "harmful" and d.get("jigsaw").verdict == "harmful"
 
 
-def test_verdicts_differ_only_where_the_label_differs(textures_orientation, textures_source, shapes_colour, shapes_shape):
+def test_verdicts_differ_only_where_the_label_differs(textures_orientation, textures_source, shapes_color, shapes_shape):
     """Same images, different label: the damage must follow the label, not the images."""
     assert textures_orientation.get("rotate90").image_change == pytest.approx(textures_source.get("rotate90").image_change)
     assert textures_orientation.get("rotate90").label_damage - textures_source.get("rotate90").label_damage > 0.5
-    assert shapes_colour.get("grayscale").label_damage - shapes_shape.get("grayscale").label_damage > 0.5
+    assert shapes_color.get("grayscale").label_damage - shapes_shape.get("grayscale").label_damage > 0.5
 
 
 # ----------------------------------------------------------------------------- probe and masks
@@ -123,10 +123,10 @@ def test_verdicts_differ_only_where_the_label_differs(textures_orientation, text
 def test_probe_features_groups_and_shapes():
     x = load_dataset("shapes", "test", n=20).float_images()
     feats = probe_features(x)
-    assert set(feats) == {"pixels", "intensity", "colour", "orientation", "isotropic", "layout", "random-conv"}
+    assert set(feats) == {"pixels", "intensity", "color", "orientation", "isotropic", "layout", "random-conv"}
     assert all(f.shape[0] == 20 and torch.isfinite(f).all() for f in feats.values())
     gray = probe_features(x[:, :1])
-    assert "colour" not in gray                                                    # no colour group for 1-channel data
+    assert "color" not in gray                                                    # no colour group for 1-channel data
     tiny = probe_features(load_dataset("digits", "test").float_images()[:5])       # 8x8 images are upsampled
     assert all(torch.isfinite(f).all() for f in tiny.values())
     # structural features ignore global brightness and contrast
@@ -155,10 +155,10 @@ def test_content_mask_marks_rotation_padding():
 
 
 def test_probe_selects_what_the_label_needs():
-    tr = load_dataset("shapes", "train", label="colour", n=300)
+    tr = load_dataset("shapes", "train", label="color", n=300)
     probe = FeatureProbe().fit(tr.float_images(), tr.labels)
-    assert probe.groups_ == ["colour"] and probe.validation_accuracy_ > 0.95
-    te = load_dataset("shapes", "test", label="colour", n=100)
+    assert probe.groups_ == ["color"] and probe.validation_accuracy_ > 0.95
+    te = load_dataset("shapes", "test", label="color", n=100)
     assert probe.score(te.float_images(), te.labels) > 0.95
 
 
@@ -231,7 +231,7 @@ def test_ablation_policies():
         ablation_policy("simclr", "flip", "toggle")
 
 
-def test_ablation_sweep_in_process(tmp_path, shapes_colour):
+def test_ablation_sweep_in_process(tmp_path, shapes_color):
     tr, te = load_dataset("digits", "train").head(300), load_dataset("digits", "test").head(150)
     base = TrainConfig(method="simclr", encoder="small-cnn", encoder_width=8, dataset="digits", augment="crop", batch_size=64,
                        knn_every=0, device="cpu", lr=1e-3)
@@ -239,7 +239,7 @@ def test_ablation_sweep_in_process(tmp_path, shapes_colour):
     assert set(accs) == {"baseline", "grayscale"} and all(0.0 <= v <= 1.0 for v in accs.values())
     import copy
 
-    d = attach_ablation(copy.deepcopy(shapes_colour), accs, "add")
+    d = attach_ablation(copy.deepcopy(shapes_color), accs, "add")
     assert d.get("grayscale").ablation_delta == pytest.approx(accs["grayscale"] - accs["baseline"])
     assert d.get("flip").ablation_delta is None and d.ablation["mode"] == "add"
 
@@ -284,14 +284,14 @@ def cli(*args):
 
 def test_cli_diagnose(tmp_path):
     out, table = tmp_path / "d.json", tmp_path / "d.csv"
-    result = cli("diagnose", "--dataset", "shapes", "--label", "colour", "--augmentations", "grayscale,flip", "--n-train", "400",
+    result = cli("diagnose", "--dataset", "shapes", "--label", "color", "--augmentations", "grayscale,flip", "--n-train", "400",
                  "--n-test", "200", "--encoder", "small-cnn", "--out", str(out), "--csv", str(table))
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
     assert [a["name"] for a in data["augmentations"]] == ["grayscale", "flip"]
     verdicts = {a["name"]: a["verdict"] for a in data["augmentations"]}
     assert verdicts == {"grayscale": "harmful", "flip": "suitable"}
-    assert data["label"] == "colour" and data["encoder"] == "untrained small-cnn" and data["augmentations"][0]["invariance"] is not None
+    assert data["label"] == "color" and data["encoder"] == "untrained small-cnn" and data["augmentations"][0]["invariance"] is not None
     assert table.read_text().startswith("name,verdict,")
     assert json.loads(result.stdout.strip().splitlines()[-1])["verdicts"] == verdicts
 

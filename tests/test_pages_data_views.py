@@ -47,13 +47,13 @@ def test_embeddings_page(app_env):
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value == "Embeddings"
     assert len(charts(at)) == 1
-    at.selectbox(key="emb_colour").set_value("k-means cluster").run()
+    at.selectbox(key="emb_color").set_value("k-means cluster").run()
     assert not at.exception and len(charts(at)) == 1
     assert any("Alignment" in m.label for m in at.metric) and any("kNN" in m.label for m in at.metric)
     at.radio(key="emb_dims").set_value(3).run()
     assert not at.exception and len(charts(at)) == 1
     at.radio(key="emb_dims").set_value(2)
-    at.selectbox(key="emb_colour").set_value("label")
+    at.selectbox(key="emb_color").set_value("label")
     at.selectbox(key="emb_method").set_value("t-SNE").run()
     assert not at.exception and len(charts(at)) == 1
     at.toggle(key="emb_thumbs").set_value(True).run()  # image map: thumbnails drawn on the 2-D projection
@@ -90,7 +90,7 @@ def test_pages_on_other_datasets(app_env, page, dataset):
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     if page == "embeddings" and dataset == "shapes":
-        at.selectbox(key="emb_colour").set_value("colour").run()
+        at.selectbox(key="emb_color").set_value("color").run()
         assert not at.exception and len(charts(at)) == 1
 
 

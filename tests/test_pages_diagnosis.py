@@ -45,7 +45,7 @@ def test_diagnose_page_relabels_a_factor_dataset(app_env):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.selectbox(key="diag_label").value == "shape"
-    at.selectbox(key="diag_label").set_value("colour").run()
+    at.selectbox(key="diag_label").set_value("color").run()
     assert not at.exception, [e.value for e in at.exception]
     table = at.dataframe[0].value
     assert table.loc[table["name"] == "grayscale", "verdict"].item() == "harmful"

@@ -50,9 +50,9 @@ from ssl_viz.data import ImageDataset
 
 Progress = Callable[[float, str], None]
 
-PROBE_GROUPS = ("pixels", "intensity", "colour", "orientation", "isotropic", "layout", "random-conv")
+PROBE_GROUPS = ("pixels", "intensity", "color", "orientation", "isotropic", "layout", "random-conv")
 VERDICTS = ("harmful", "neutral", "suitable")
-VERDICT_COLOURS = {"harmful": "#d62728", "neutral": "#9aa5b1", "suitable": "#2ca02c"}
+VERDICT_COLORS = {"harmful": "#d62728", "neutral": "#9aa5b1", "suitable": "#2ca02c"}
 
 
 @dataclass(frozen=True)
@@ -183,14 +183,14 @@ def probe_features(x: torch.Tensor, mask: torch.Tensor | None = None, groups: Se
         out["pixels"] = F.adaptive_avg_pool2d(_standardize(x, m), (8, 8)).flatten(1)
     if "intensity" in want:
         out["intensity"] = _histogram(gs, m, 16, -2.5, 2.5)
-    if "colour" in want and c == 3:
+    if "color" in want and c == 3:
         i_ = 0.596 * x[:, 0] - 0.274 * x[:, 1] - 0.322 * x[:, 2]
         q_ = 0.211 * x[:, 0] - 0.523 * x[:, 1] + 0.312 * x[:, 2]
         chroma = torch.sqrt(i_**2 + q_**2)[:, None]
         hue = _histogram(torch.atan2(q_, i_)[:, None], m, 12, -math.pi, math.pi, chroma)
         rel = _masked_mean(chroma, m) / _masked_mean(gray, m).clamp_min(1e-3)
         chromaticity = _masked_mean(x / x.sum(1, keepdim=True).clamp_min(1e-3), m)
-        out["colour"] = torch.cat([hue / hue.sum(1, keepdim=True).clamp_min(1e-6), rel, chromaticity], 1)
+        out["color"] = torch.cat([hue / hue.sum(1, keepdim=True).clamp_min(1e-6), rel, chromaticity], 1)
     if want & {"orientation", "isotropic", "layout"}:
         bank = _bank("gabor")
         glob, quad = [], []
@@ -566,7 +566,7 @@ def diagnosis_figure(diag: Diagnosis):
         rows = [a for a in diag.augmentations if a.verdict == verdict]
         if rows:
             fig.add_bar(x=[a.name for a in rows], y=[a.label_damage for a in rows], name=f"label damage: {verdict}",
-                        marker_color=VERDICT_COLOURS[verdict],
+                        marker_color=VERDICT_COLORS[verdict],
                         customdata=[[a.probe_transformed, a.probe_adapted] for a in rows],
                         hovertemplate="%{x}<br>damage %{y:.2f}<br>probe on T(x) %{customdata[0]:.2f}, adapted %{customdata[1]:.2f}<extra></extra>")
     inv = [a.invariance for a in diag.augmentations]
@@ -577,8 +577,8 @@ def diagnosis_figure(diag: Diagnosis):
                         marker=dict(symbol=symbols, size=11, color="#1f77b4", line=dict(width=2, color="#1f77b4")),
                         hovertemplate="%{x}<br>invariance %{customdata:.2f}<extra></extra>")
     t = Thresholds()
-    fig.add_hline(y=t.harmful, line_dash="dash", line_color=VERDICT_COLOURS["harmful"], annotation_text="harmful")
-    fig.add_hline(y=t.suitable, line_dash="dot", line_color=VERDICT_COLOURS["suitable"], annotation_text="suitable")
+    fig.add_hline(y=t.harmful, line_dash="dash", line_color=VERDICT_COLORS["harmful"], annotation_text="harmful")
+    fig.add_hline(y=t.suitable, line_dash="dot", line_color=VERDICT_COLORS["suitable"], annotation_text="suitable")
     label = diag.label or "label"
     fig.update_layout(barmode="overlay", height=380, margin=dict(l=10, r=10, t=40, b=10), yaxis_range=[-0.05, 1.05],
                       title=f"{diag.dataset} labelled by {label}: label damage (0 keeps, 1 destroys) and encoder invariance",

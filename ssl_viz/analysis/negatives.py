@@ -149,11 +149,11 @@ def false_negative_figure(table):
 
     fig = make_subplots(1, 2, subplot_titles=("share of negatives that are false", "anchors with >= 1 false negative"))
     for i, (c, part) in enumerate(table.groupby("classes")):
-        colour = qualitative.Plotly[i % len(qualitative.Plotly)]
+        color = qualitative.Plotly[i % len(qualitative.Plotly)]
         for col, (measured, expected) in enumerate((("measured_rate", "expected_rate"), ("measured_any", "expected_any")), start=1):
-            fig.add_scatter(x=part["batch_size"], y=part[expected], mode="lines", line=dict(color=colour), name=f"{c} classes: expected",
+            fig.add_scatter(x=part["batch_size"], y=part[expected], mode="lines", line=dict(color=color), name=f"{c} classes: expected",
                             legendgroup=str(c), showlegend=col == 1, row=1, col=col)
-            fig.add_scatter(x=part["batch_size"], y=part[measured], mode="markers", marker=dict(color=colour, size=9, symbol="x"),
+            fig.add_scatter(x=part["batch_size"], y=part[measured], mode="markers", marker=dict(color=color, size=9, symbol="x"),
                             name=f"{c} classes: measured", legendgroup=str(c), showlegend=col == 1, row=1, col=col)
     sizes = sorted(set(table["batch_size"]))
     fig.update_xaxes(type="log", title="batch size B", tickvals=sizes, ticktext=[str(b) for b in sizes])

@@ -129,8 +129,8 @@ def plane_points(run_dirs) -> pd.DataFrame:
 def _palette(i: int) -> str:
     from plotly.colors import qualitative
 
-    colours = qualitative.Plotly + qualitative.D3
-    return colours[i % len(colours)]
+    colors = qualitative.Plotly + qualitative.D3
+    return colors[i % len(colors)]
 
 
 def curves_figure(frames: dict, metric: str, x: str = "step", log_y: bool = False):

@@ -21,7 +21,7 @@ DATASETS: dict[str, tuple[str, str]] = {
     "digits": ("ssl_viz.data.digits", "scikit-learn 8x8 handwritten digits (offline, 1797 images)"),
     "fashion-mnist": ("ssl_viz.data.fashion_mnist", "Fashion-MNIST 28x28 clothing, 60k train / 10k test"),
     "textures": ("ssl_viz.data.textures", "brick/grass/gravel patches + oriented gratings; factor orientation"),
-    "shapes": ("ssl_viz.data.shapes", "procedural shapes; factors shape, colour, orientation, size, position"),
+    "shapes": ("ssl_viz.data.shapes", "procedural shapes; factors shape, color, orientation, size, position"),
     "photos": ("ssl_viz.data.photos", "scikit-image sample photographs (no labels)"),
     "folder": ("ssl_viz.data.folder", "your images: folder:PATH in ImageFolder layout"),
 }

@@ -28,7 +28,7 @@ class ImageDataset:
         labels: int64 tensor ``[N]``; ``-1`` where an image has no label.
         class_names: ``class_names[labels[i]]`` names image i's class.
         factors: optional generative factors, each an int array ``[N]``
-            (e.g. ``{"orientation": ..., "colour": ...}``), with their value
+            (e.g. ``{"orientation": ..., "color": ...}``), with their value
             names in ``factor_names``.
         factor_names: value names per factor, ``factor_names[f][factors[f][i]]``.
         label_factor: which factor the labels come from, if any.
@@ -93,7 +93,9 @@ class ImageDataset:
         )
 
     def relabel(self, factor: str) -> ImageDataset:
-        """The same images labelled by one of their factors."""
+        """The same images labelled by one of their factors (``colour`` is read as ``color``)."""
+        if factor not in self.factors and factor.replace("colour", "color") in self.factors:
+            factor = factor.replace("colour", "color")
         if factor not in self.factors:
             raise DatasetError(f"{self.name} has no factor {factor!r}; it has: {', '.join(self.factors) or 'none'}")
         values = self.factors[factor]

@@ -12,7 +12,7 @@ background, with five factors drawn independently (each balanced):
 * ``size``: small, medium, large (circumradius 5, 7, 9 px);
 * ``position``: the quadrant of the centre (with sub-pixel jitter).
 
-Default labels are ``shape``; ``load_dataset("shapes", label="colour")``
+Default labels are ``shape``; ``load_dataset("shapes", label="color")``
 labels by colour. Train and test use different random streams (and the
 continuous jitter makes exact duplicates practically impossible).
 """
@@ -28,7 +28,7 @@ SIZE = 32
 SUPERSAMPLE = 2  # render at 2x and average 2x2 blocks: anti-aliased edges
 LUMA = np.array([0.2989, 0.587, 0.114])
 SHAPES = ["circle", "square", "triangle", "cross"]
-COLOUR_NAMES = ["red", "green", "blue", "yellow"]
+COLOR_NAMES = ["red", "green", "blue", "yellow"]
 ORIENTATIONS = [0.0, 22.5, 45.0, 67.5]
 SIZES = {"small": 5.0, "medium": 7.0, "large": 9.0}
 POSITIONS = {"top-left": (10.0, 10.0), "top-right": (10.0, 22.0), "bottom-left": (22.0, 10.0), "bottom-right": (22.0, 22.0)}
@@ -48,7 +48,7 @@ def isoluminant(hue_rgb: tuple[float, float, float], luma: float = TARGET_LUMA, 
     return luma + saturation * limits.min() * direction
 
 
-COLOURS = np.stack([isoluminant(h) for h in [(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0)]])  # [4, 3]
+COLORS = np.stack([isoluminant(h) for h in [(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0)]])  # [4, 3]
 
 
 def shape_masks(shape: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -103,13 +103,13 @@ def render(factors: dict[str, np.ndarray], rng: np.random.Generator, chunk: int 
     centres = np.asarray(list(POSITIONS.values()))[factors["position"]] + rng.uniform(-1.5, 1.5, (n, 2))
     theta = np.deg2rad(np.asarray(ORIENTATIONS)[factors["orientation"]])
     radius = np.asarray(list(SIZES.values()))[factors["size"]]
-    colour = (COLOURS[factors["colour"]] * rng.uniform(0.85, 1.15, (n, 1))).astype(np.float32)  # same jitter for every hue
+    color = (COLORS[factors["color"]] * rng.uniform(0.85, 1.15, (n, 1))).astype(np.float32)  # same jitter for every hue
     background = (rng.uniform(0.08, 0.16, (n, 1, 1, 1)) + rng.normal(0.0, 0.015, (n, 1, SIZE, SIZE))).astype(np.float32)
     out = np.empty((n, 3, SIZE, SIZE), dtype=np.uint8)
     for start in range(0, n, chunk):  # bounded memory: the 2x supersampled grids are [chunk, 64, 64]
         sl = slice(start, start + chunk)
         cover = coverage(factors["shape"][sl], centres[sl], theta[sl], radius[sl])[:, None]  # [c, 1, 32, 32]
-        image = background[sl] * (1.0 - cover) + colour[sl, :, None, None] * cover
+        image = background[sl] * (1.0 - cover) + color[sl, :, None, None] * cover
         out[sl] = np.clip(image * np.float32(255.0) + np.float32(0.5), 0, 255).astype(np.uint8)
     return out
 
@@ -117,7 +117,7 @@ def render(factors: dict[str, np.ndarray], rng: np.random.Generator, chunk: int 
 def generate(n: int, split: str, seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """``n`` images uint8 ``[n, 3, 32, 32]`` and their factor indices (each int64 ``[n]``)."""
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
-    counts = {"shape": SHAPES, "colour": COLOUR_NAMES, "orientation": ORIENTATIONS, "size": SIZES, "position": POSITIONS}
+    counts = {"shape": SHAPES, "color": COLOR_NAMES, "orientation": ORIENTATIONS, "size": SIZES, "position": POSITIONS}
     factors = {name: balanced(n, len(values), rng).astype(np.int64) for name, values in counts.items()}
     return render(factors, rng), factors
 
@@ -132,7 +132,7 @@ def load(split: str = "train", n: int | None = None, seed: int = 0) -> ImageData
     images, factors = generate(n, split, seed)
     names = {
         "shape": list(SHAPES),
-        "colour": list(COLOUR_NAMES),
+        "color": list(COLOR_NAMES),
         "orientation": [f"{a:g}°" for a in ORIENTATIONS],
         "size": list(SIZES),
         "position": list(POSITIONS),
