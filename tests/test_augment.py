@@ -9,6 +9,7 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from ssl_viz.augment import (
+    AUGMENT_KNOBS,
     POLICIES,
     SINGLE_TRANSFORMS,
     BatchAugment,
@@ -22,7 +23,9 @@ from ssl_viz.augment import (
     describe_policy,
     gaussian_blur,
     jigsaw,
+    knobs_from_policy,
     parse_policy,
+    policy_from_knobs,
     policy_to_spec,
     single_transform,
     v2_transform,
@@ -313,6 +316,15 @@ def test_policy_names_and_descriptions():
     assert "jigsaw 2x2" in describe_policy(POLICIES["context"])
 
 
+def test_rotate90_preset_and_rotation_transform_have_distinct_names():
+    assert POLICIES["rotate90"] == replace(NONE, rotate90_p=0.75)          # quarter turns, uniform over {0, 90, 180, 270}
+    assert policy_to_spec(POLICIES["rotate90"]) == "rotate90"
+    assert "rotation" not in POLICIES and "rotation" in SINGLE_TRANSFORMS  # "rotation" is the free angle only
+    assert single_transform("rotation").rotation_degrees == 180.0 and single_transform("rotation").rotate90_p == 0.0
+    with pytest.raises(ValueError, match="presets: .*rotate90"):            # the old preset name lists the valid ones
+        parse_policy("rotation")
+
+
 @pytest.mark.parametrize("name", SINGLE_TRANSFORMS)
 def test_single_transforms_apply_exactly_one_thing(name):
     cfg = single_transform(name, 0.5)
@@ -378,3 +390,21 @@ def test_v2_rot90_and_jigsaw_custom_transforms():
 def test_affine_grid_matches_torch():
     theta = torch.randn(5, 2, 3)
     torch.testing.assert_close(affine_grid(theta, (7, 9)), torch.nn.functional.affine_grid(theta, [5, 1, 7, 9], align_corners=False))
+
+
+@pytest.mark.parametrize("preset", ["simclr", "none", "byol", "context", "rotate90", "geometric"])
+def test_augment_knobs_round_trip(preset):
+    base = POLICIES[preset]
+    assert policy_from_knobs(base, knobs_from_policy(base)) == base
+    knobs = {**knobs_from_policy(base), "blur": (True, 0.3), "flip": (False, 0.5), "crop": (True, 0.4)}
+    policy = policy_from_knobs(base, knobs)
+    assert (policy.blur_p, policy.flip_p, policy.crop_scale[0]) == (0.3, 0.0, 0.4)
+    assert parse_policy(policy_to_spec(policy)) == policy
+    assert set(knobs_from_policy(base)) == set(AUGMENT_KNOBS)
+
+
+def test_package_reexports_every_public_name():
+    import ssl_viz.augment as augment
+
+    assert all(hasattr(augment, name) for name in augment.__all__)
+    assert {"BatchAugment", "MultiViewAugment", "v2_transform", "parse_policy", "AUGMENT_KNOBS"} <= set(augment.__all__)
