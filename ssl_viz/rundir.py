@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from ssl_viz.config import TrainConfig, from_dict, to_dict
-from ssl_viz.fileio import atomic_write_json, read_json
+from ssl_viz.fileio import atomic_write, atomic_write_json, read_json
 
 CONFIG = "config.json"
 CARD = "card.json"
@@ -157,3 +157,32 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
             except ValueError:
                 continue
     return records
+
+
+# ---------------------------------------------------------------------------- evolution snapshots
+
+
+EVOLUTION_ARRAYS = ("steps", "embeddings", "labels", "class_names")
+
+
+def read_evolution(run_dir: str | Path) -> dict | None:
+    """The arrays of ``evolution.npz``: ``steps [T]``, ``embeddings [T, N, D]`` (as stored, float16),
+    ``labels [N]``, ``class_names [C]``; None when the file is missing or unreadable."""
+    import numpy as np
+
+    try:
+        with np.load(Path(run_dir) / EVOLUTION, allow_pickle=False) as data:
+            return {name: data[name] for name in EVOLUTION_ARRAYS}
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def write_evolution(run_dir: str | Path, arrays: dict) -> None:
+    """Atomically replace ``evolution.npz`` with ``arrays`` (numpy arrays by name, see :func:`read_evolution`)."""
+    import numpy as np
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    atomic_write(Path(run_dir) / EVOLUTION, write)

@@ -1,4 +1,4 @@
-"""SSL methods: they learn on real digits, forward never mutates state, on_step_end does."""
+"""SSL methods: they learn on real digits, forward has no side effects, on_step_end applies StepOutput.state."""
 
 import os
 import socket
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from ssl_viz.config import MethodConfig
 from ssl_viz.data import load_dataset
 from ssl_viz.encoders import build_encoder
-from ssl_viz.methods import METHODS, build_method
+from ssl_viz.methods import METHODS, StepOutput, build_method
 
 N_IMAGES, BATCH, STEPS = 256, 64, 30
 CFG = MethodConfig(
@@ -67,13 +67,13 @@ def changed(before, after):
     return sorted(k for k in before if not torch.equal(before[k], after[k]))
 
 
-def train_step(method, opt, step, views, idx, labels, total=STEPS):
-    out = method(views, idx, labels)
+def train_step(method, opt, step, views, idx, labels, total=STEPS, generator=None):
+    out = method(views, idx, labels, generator=generator)
     opt.zero_grad()
     out.loss.backward()
     method.before_optimizer_step(step)
     opt.step()
-    method.on_step_end(step, total)
+    method.on_step_end(out, step, total)
     return out
 
 
@@ -107,11 +107,11 @@ def test_training_reduces_loss(name, digits):
     if name == "moco":  # fill the queue with real keys first: a random queue makes early losses artificially low
         for _ in range(cfg.queue_size // (2 * BATCH)):
             views, idx, _ = batch(digits, g)
-            method(views, idx)
-            method.on_step_end(0, STEPS)
+            method.on_step_end(method(views, idx), 0, STEPS)
     losses = []
+    negatives = torch.Generator().manual_seed(10)   # the memory bank's draws
     for step in range(STEPS):
-        out = train_step(method, opt, step, *batch(digits, g))
+        out = train_step(method, opt, step, *batch(digits, g), generator=negatives)
         assert all(torch.as_tensor(v).numel() == 1 for v in out.logs.values())
         assert out.floats()["loss"] == pytest.approx(out.loss.item())
         losses.append(out.floats()["loss"])
@@ -128,8 +128,11 @@ def test_forward_changes_no_state(name, digits):
     g = torch.Generator().manual_seed(1)
     views, idx, labels = batch(digits, g, size=16)
     before = snapshot(method)
-    method.eval()(views, idx, labels)
+    method.eval()
+    attributes = dict(vars(method))
+    method(views, idx, labels)
     assert changed(before, snapshot(method)) == []
+    assert vars(method).keys() == attributes.keys() and all(vars(method)[k] is v for k, v in attributes.items())  # nothing stashed
     method.train()(views, idx, labels)          # train mode: BatchNorm statistics only
     assert all(k.endswith(BN_STATS) for k in changed(before, snapshot(method)))
 
@@ -148,7 +151,22 @@ def test_embed_is_pure_and_deterministic(name, digits):
 
 def test_on_step_end_without_forward_is_safe():
     for name in METHODS:
-        make(name).on_step_end(0, 10)
+        make(name).on_step_end(StepOutput(torch.zeros(())), 0, 10)   # an empty state: nothing to enqueue
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_forward_draws_only_from_the_generator_it_is_given(name, digits):
+    """No method touches torch's global RNG; the same generator seed gives the same step (memory-bank negatives)."""
+    cfg = MethodConfig(**{**CFG.__dict__, "nce_negatives": 16})         # fewer negatives than the bank: sampled
+    method = make(name, cfg).eval()
+    views, idx, labels = batch(digits, torch.Generator().manual_seed(11), size=8)
+    torch.manual_seed(0)
+    rng = torch.get_rng_state()
+    losses = [method(views, idx, labels, generator=torch.Generator().manual_seed(s)).loss for s in (1, 1, 2)]
+    assert torch.equal(torch.get_rng_state(), rng)
+    torch.testing.assert_close(losses[0], losses[1])
+    if name == "memory_bank":
+        assert not torch.equal(losses[0], losses[2])                     # other negatives
 
 
 # ----------------------------------------------------------------------------- explicit state updates
@@ -164,7 +182,7 @@ def test_moco_queue_and_momentum_update(symmetric, digits):
     queue_before = method.queue.clone()
     out = method(views, idx)
     assert torch.equal(method.queue, queue_before) and int(method.queue_ptr) == 0
-    keys = method._pending_keys.clone()
+    keys = out.state["keys"].clone()
     n_keys = 32 if symmetric else 16
     assert keys.shape == (n_keys, cfg.proj_dim)
     opt.zero_grad()
@@ -172,7 +190,7 @@ def test_moco_queue_and_momentum_update(symmetric, digits):
     opt.step()
     k_before = [p.clone() for p in method.key_encoder.parameters()]
     q_params = list(method.encoder.parameters())
-    method.on_step_end(0, 10)
+    method.on_step_end(out, 0, 10)
     # enqueue: pointer advances by the number of keys, newest keys sit at the old pointer
     assert int(method.queue_ptr) == n_keys
     torch.testing.assert_close(method.queue[:n_keys], keys)
@@ -181,9 +199,9 @@ def test_moco_queue_and_momentum_update(symmetric, digits):
     for kb, ka, q in zip(k_before, method.key_encoder.parameters(), q_params):
         torch.testing.assert_close(ka, 0.9 * kb + 0.1 * q.detach())
     # the ring buffer wraps around: 40 slots, the second batch of keys goes to (ptr + i) % 40
-    method(views, idx)
-    keys2 = method._pending_keys.clone()
-    method.on_step_end(1, 10)
+    out = method(views, idx)
+    keys2 = out.state["keys"].clone()
+    method.on_step_end(out, 1, 10)
     slots = (n_keys + torch.arange(n_keys)) % 40
     torch.testing.assert_close(method.queue[slots], keys2)
     assert int(method.queue_ptr) == (2 * n_keys) % 40
@@ -195,10 +213,10 @@ def test_memory_bank_updates_only_visited_entries(digits):
     g = torch.Generator().manual_seed(3)
     views, idx, _ = batch(digits, g, size=16)
     bank_before = method.bank.clone()
-    method(views, idx)
+    out = method(views, idx)
     assert torch.equal(method.bank, bank_before)
-    _, f = method._pending
-    method.on_step_end(0, 10)
+    f = out.state["features"]
+    method.on_step_end(out, 0, 10)
     m = CFG.bank_momentum
     torch.testing.assert_close(method.bank[idx], F.normalize(m * bank_before[idx] + (1 - m) * f, dim=1))
     others = torch.ones(N_IMAGES, dtype=torch.bool)
@@ -211,13 +229,13 @@ def test_memory_bank_nce_fixes_z_after_first_step(digits):
     method = make("memory_bank", MethodConfig(**{**CFG.__dict__, "bank_loss": "nce"}))
     g = torch.Generator().manual_seed(4)
     assert float(method.nce_z) < 0
-    method(*batch(digits, g, size=16)[:2])
+    out = method(*batch(digits, g, size=16)[:2])
     assert float(method.nce_z) < 0
-    method.on_step_end(0, 10)
+    method.on_step_end(out, 0, 10)
     z = float(method.nce_z)
     assert z > 0
-    method(*batch(digits, g, size=16)[:2])
-    method.on_step_end(1, 10)
+    out = method(*batch(digits, g, size=16)[:2])
+    method.on_step_end(out, 1, 10)
     assert float(method.nce_z) == z
 
 
@@ -248,7 +266,7 @@ def test_byol_target_moves_towards_online(digits):
     opt.step()
     d_before = distance()
     assert d_before > 0
-    method.on_step_end(0, 100)                  # cosine schedule starts at tau_0 = cfg.momentum
+    method.on_step_end(out, 0, 100)             # cosine schedule starts at tau_0 = cfg.momentum
     assert distance() == pytest.approx(CFG.momentum * d_before, rel=1e-4)
     assert all(not p.requires_grad for p in method.target_encoder.parameters())
 
@@ -267,12 +285,12 @@ def test_swav_prototypes_multicrop_freeze_and_queue(digits):
     assert int(method.queue_count) == 16
     z_step0 = method.queue[:, :16].clone()
     out = method(views, idx)                                             # step 1: prototypes learn
-    z_step1 = method._pending_z.clone()                                  # 2 x B x D, large crops
+    z_step1 = out.state["embeddings"].clone()                            # 2 x B x D, large crops
     opt.zero_grad()
     out.loss.backward()
     method.before_optimizer_step(1)
     opt.step()
-    method.on_step_end(1, 10)
+    method.on_step_end(out, 1, 10)
     assert (method.prototypes.weight - w0).abs().max() > 1e-3
     torch.testing.assert_close(method.prototypes.weight.norm(dim=1), torch.ones(cfg.n_prototypes))
     assert int(method.queue_count) == 32                                 # full: used from the next step on
@@ -325,8 +343,7 @@ def _ddp_worker(rank_, world, port, views, idx, ref_grads, ref_keys, ref_codes, 
         # MoCo: every rank enqueues every rank's keys
         torch.manual_seed(0)
         moco = make("moco").eval()
-        moco(mine, idx[local])
-        moco.on_step_end(0, 10)
+        moco.on_step_end(moco(mine, idx[local]), 0, 10)
         torch.testing.assert_close(moco.queue[: ref_keys.shape[0]], ref_keys, atol=1e-5, rtol=0)
         # SwAV: Sinkhorn over the global batch, this rank's rows
         torch.manual_seed(0)
@@ -357,8 +374,7 @@ def test_ddp_gathering_matches_single_process(digits):
     ref_grads = [p.grad.clone() for p in simclr.parameters()]
     torch.manual_seed(0)
     moco = make("moco").eval()
-    moco(views, idx)
-    ref_keys = moco._pending_keys.clone()
+    ref_keys = moco(views, idx).state["keys"].clone()
     # symmetric MoCo enqueues [k2; k1] per rank: rebuild the gathered order (rank 0's, then rank 1's)
     k2, k1 = ref_keys[:16], ref_keys[16:]
     ref_keys = torch.cat([k2[:8], k1[:8], k2[8:], k1[8:]])

@@ -1,13 +1,18 @@
-"""The training loop: a short real run, its files, resume, divergence."""
+"""The training loop: a short real run, its files, resume, divergence; LARS; the Trainer built from parts."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
+from ssl_viz.augment import MultiViewAugment, parse_policy
 from ssl_viz.checkpoint import load_model
 from ssl_viz.config import MethodConfig, TrainConfig
-from ssl_viz.train import Trainer, lr_factor, read_metrics, train
+from ssl_viz.data import load_dataset
+from ssl_viz.encoders import build_encoder
+from ssl_viz.methods import build_method
+from ssl_viz.train import LARS, Checkpointer, Trainer, TrainingError, lr_factor, read_metrics, train
 
 TINY = dict(encoder="small-cnn", encoder_width=8, dataset="digits", batch_size=64, log_every=2, knn_every=4, knn_samples=200,
             method_cfg=MethodConfig(proj_dim=16, proj_hidden=32, queue_size=128, n_prototypes=10))
@@ -40,13 +45,13 @@ def test_short_run_writes_everything(tmp_path):
 
 def test_resume_continues_to_original_budget(tmp_path):
     cfg = TrainConfig(method="moco", epochs=2, **TINY)
-    trainer = Trainer(cfg, tmp_path / "run")
+    trainer = Trainer.from_config(cfg, tmp_path / "run")
     trainer.state.total_steps = 12
     # stop half-way as if cancelled, keeping the checkpoint
     trainer._finished = lambda: trainer.state.step >= 6
     trainer.fit()
     assert trainer.state.step == 6
-    resumed = Trainer(cfg, tmp_path / "run")
+    resumed = Trainer.from_config(cfg, tmp_path / "run")
     assert resumed.resume()
     assert resumed.state.step == 6 and resumed.state.total_steps == 12
     before = {k: v.clone() for k, v in resumed.method.state_dict().items()}
@@ -57,7 +62,7 @@ def test_resume_continues_to_original_budget(tmp_path):
 
 def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
     cfg = TrainConfig(method="simclr", epochs=1, checkpoint_every=0.0, **TINY)
-    trainer = Trainer(cfg, tmp_path / "run")
+    trainer = Trainer.from_config(cfg, tmp_path / "run")
     original = trainer.train_step
     calls = {"n": 0}
 
@@ -83,3 +88,67 @@ def test_every_method_runs_in_the_loop(tmp_path, method):
     state = train(cfg, tmp_path / method)
     assert state.stop_reason == "done" and state.step >= 4
     assert load_model(tmp_path / method).encoder is not None
+
+
+# ----------------------------------------------------------------------------- optimisers
+
+
+def naive_lars(params, grads, steps, lr, momentum=0.9, weight_decay=0.0, eta=0.001):
+    """You et al. 2017 as SimCLR applies it, one tensor at a time in float64: 1-D tensors plain SGD with momentum."""
+    params = [p.double().clone() for p in params]
+    bufs = [torch.zeros_like(p) for p in params]
+    for t in range(steps):
+        for i, p in enumerate(params):
+            g = grads[t][i].double()
+            if p.ndim > 1:
+                g = g + weight_decay * p
+                w_norm, g_norm = float(p.norm()), float(g.norm())
+                g = g * (eta * w_norm / g_norm if w_norm > 0 and g_norm > 0 else 1.0)
+            bufs[i] = momentum * bufs[i] + g
+            params[i] = p - lr * bufs[i]
+    return params
+
+
+@pytest.mark.parametrize("weight_decay, eta", [(0.0, 0.001), (1e-4, 0.001), (5e-3, 0.02)])
+def test_lars_matches_the_naive_per_tensor_formula(weight_decay, eta):
+    g = torch.Generator().manual_seed(0)
+    shapes = [(8, 4, 3, 3), (16, 8), (16,), (3,)]
+    params = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+    params[1].zero_()   # a zero weight: trust ratio 1
+    grads = [[torch.randn(s, generator=g, dtype=torch.float64) for s in shapes] for _ in range(4)]
+    grads[2][0].zero_()  # a zero gradient (and weight decay) on the 4-D weight
+    tensors = [torch.nn.Parameter(p.clone()) for p in params]
+    opt = LARS([{"params": tensors[:2], "weight_decay": weight_decay}, {"params": tensors[2:], "weight_decay": 0.0}], lr=0.5, eta=eta)
+    for step_grads in grads:
+        for p, grad in zip(tensors, step_grads):
+            p.grad = grad.clone()
+        opt.step()
+    for got, want in zip(tensors, naive_lars(params, grads, len(grads), lr=0.5, weight_decay=weight_decay, eta=eta)):
+        torch.testing.assert_close(got.detach(), want)
+
+
+def test_lars_trains_and_unknown_optimizers_are_named(tmp_path):
+    cfg = TrainConfig(method="simclr", epochs=0.1, optimizer="lars", lr=0.5, knn_every=0, **{k: v for k, v in TINY.items() if k != "knn_every"})
+    trainer = Trainer.from_config(cfg, tmp_path / "lars", callbacks=[])
+    assert isinstance(trainer.optimizer, LARS)
+    assert trainer.fit().stop_reason == "done"
+    with pytest.raises(TrainingError, match="choose adamw, sgd or lars"):
+        Trainer.from_config(replace(cfg, optimizer="lamb"), tmp_path / "lamb", callbacks=[])
+
+
+# ----------------------------------------------------------------------------- what the Trainer is given
+
+
+def test_trainer_takes_a_built_method_data_and_augmentation(tmp_path):
+    """minGPT's seam: the Trainer runs what it is handed (moving the method to its device) and writes the usual files."""
+    data = load_dataset("digits", "train").head(256, seed=0)
+    cfg = TrainConfig(method="moco", epochs=1, knn_every=0, device="cpu", **{k: v for k, v in TINY.items() if k != "knn_every"})
+    method = build_method("moco", build_encoder("small-cnn", in_channels=1, width=8), cfg.method_cfg, num_samples=len(data))
+    augment = MultiViewAugment(parse_policy(cfg.augment), n_views=method.num_views)
+    trainer = Trainer(method, data, augment, tmp_path / "run", cfg, callbacks=[Checkpointer(0.0)])
+    assert trainer.method is method and trainer.data is data and trainer.steps_per_epoch == 256 // 64
+    queue = method.queue.clone()
+    state = trainer.fit()
+    assert state.stop_reason == "done" and state.step == 4
+    assert not torch.equal(method.queue, queue)  # on_step_end enqueued the keys of StepOutput.state
+    assert load_model(tmp_path / "run").card["steps"] == 4

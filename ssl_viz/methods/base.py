@@ -3,9 +3,17 @@
 A method is an ``nn.Module`` holding an :class:`~ssl_viz.encoders.Encoder` and
 its heads. The one training loop (``ssl_viz.train.Trainer``) calls::
 
-    out = method(views, index, labels)   # StepOutput(loss, logs); no state changes
-    out.loss.backward(); optimizer.step()
-    method.on_step_end(step, total_steps)   # momentum / queue / bank updates
+    out = method(views, index, labels, generator=g)   # StepOutput(loss, logs, state); no side effects
+    out.loss.backward(); method.before_optimizer_step(step); optimizer.step()
+    method.on_step_end(out, step, total_steps)        # momentum / queue / bank updates from out.state
+
+``forward`` has no side effects at all: it changes no parameter, buffer or
+attribute of the method (BatchNorm's running statistics in train mode aside) and
+draws nothing from torch's global random generator. What an update after the
+optimiser step needs (MoCo's keys to enqueue, the memory bank's rows, SwAV's
+embeddings for its queue) travels in ``StepOutput.state``, detached, and
+:meth:`SSLMethod.on_step_end` applies it. Random draws inside a step (the memory
+bank's negatives) come from the ``generator`` passed to ``forward``.
 
 ``embed(x)`` returns backbone features and never changes the model, so a
 model can be visualised while it is shared between browser sessions.
@@ -25,14 +33,17 @@ from ssl_viz.encoders import Encoder, projection_head
 
 @dataclass
 class StepOutput:
-    """What a training step returns: the scalar loss and 0-d tensors to log.
+    """What a training step returns: the scalar loss, 0-d tensors to log, and the state update it implies.
 
     Logs stay tensors on the device so a step costs one host synchronisation
-    (:meth:`floats`), not one per logged value.
+    (:meth:`floats`), not one per logged value. ``state`` holds detached tensors
+    that :meth:`SSLMethod.on_step_end` needs after the optimiser step (e.g. MoCo
+    ``{"keys": [N, D]}``); it is empty for methods without such state.
     """
 
     loss: torch.Tensor
     logs: dict[str, torch.Tensor | float] = field(default_factory=dict)
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def floats(self, **extra: torch.Tensor | float) -> dict[str, float]:
         """``{"loss", **extra, **logs}`` as Python floats, read from the device in one transfer."""
@@ -45,7 +56,8 @@ class StepOutput:
 class SSLMethod(nn.Module):
     """Base class: an encoder ``f`` and a projection head ``g`` (Chen et al. 2020).
 
-    Subclasses implement :meth:`forward` and may override :meth:`on_step_end`.
+    Subclasses implement :meth:`forward` (no side effects; see the module docstring)
+    and may override :meth:`on_step_end`, which reads ``StepOutput.state``.
     ``num_views`` is how many augmented views of each image ``forward`` expects
     (2, or more for multi-crop).
     """
@@ -62,9 +74,11 @@ class SSLMethod(nn.Module):
         self.num_samples = num_samples
         self.projector = projection_head(encoder.feature_dim, cfg.proj_hidden, cfg.proj_dim)
 
-    def forward(self, views: list[torch.Tensor], index: torch.Tensor, labels: torch.Tensor | None = None) -> StepOutput:  # pragma: no cover - abstract
+    def forward(self, views: list[torch.Tensor], index: torch.Tensor, labels: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> StepOutput:  # pragma: no cover - abstract
         """``views``: list of ``[B, C, H, W]`` float batches; ``index``: dataset indices ``[B]``;
-        ``labels``: ``[B]`` class labels (used only by the supervised baseline)."""
+        ``labels``: ``[B]`` class labels (used only by the supervised baseline); ``generator``: the
+        source of the step's random draws (the memory bank's negatives; None: a fixed seed, 0)."""
         raise NotImplementedError
 
     def before_optimizer_step(self, step: int) -> None:
@@ -72,8 +86,9 @@ class SSLMethod(nn.Module):
         prototypes' gradients while they are frozen). No-op by default."""
 
     @torch.no_grad()
-    def on_step_end(self, step: int, total_steps: int) -> None:
-        """Explicit state updates after the optimiser step (EMA, queues, banks)."""
+    def on_step_end(self, out: StepOutput, step: int, total_steps: int) -> None:
+        """Explicit state updates after the optimiser step (EMA, queues, banks), from ``out.state``
+        of this step's :meth:`forward`; ``step`` counts from 0 to ``total_steps``. No-op by default."""
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,6 +145,11 @@ def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(out, x.contiguous())
     return torch.cat(out, dim=0)
+
+
+def draw_generator(generator: torch.Generator | None) -> torch.Generator:
+    """``generator``, or a CPU generator seeded with 0 when None (a method never draws from the global RNG)."""
+    return generator if generator is not None else torch.Generator().manual_seed(0)
 
 
 def rank() -> int:

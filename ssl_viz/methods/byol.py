@@ -41,7 +41,8 @@ class BYOL(SSLMethod):
         """Target projections ``[B, D]`` (no gradient)."""
         return self.target_projector(self.target_encoder(x))
 
-    def forward(self, views: list[torch.Tensor], index: torch.Tensor, labels: torch.Tensor | None = None) -> StepOutput:
+    def forward(self, views: list[torch.Tensor], index: torch.Tensor, labels: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> StepOutput:
         x1, x2 = views[0], views[1]
         p1 = self.predictor(self.projector(self.encoder(x1)))               # B x D online predictions
         p2 = self.predictor(self.projector(self.encoder(x2)))
@@ -56,7 +57,7 @@ class BYOL(SSLMethod):
         return StepOutput(loss, logs)
 
     @torch.no_grad()
-    def on_step_end(self, step: int, total_steps: int) -> None:
+    def on_step_end(self, out: StepOutput, step: int, total_steps: int) -> None:
         """EMA update of the target network with the cosine momentum schedule."""
         tau = cosine_momentum(self.cfg.momentum, step, total_steps)
         ema_update(self.target_encoder, self.encoder, tau)

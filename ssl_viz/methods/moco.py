@@ -45,7 +45,6 @@ class MoCo(SSLMethod):
             p.requires_grad_(False)
         self.register_buffer("queue", F.normalize(torch.randn(cfg.queue_size, cfg.proj_dim), dim=1))   # K x D
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
-        self._pending_keys: torch.Tensor | None = None
 
     @torch.no_grad()
     def keys(self, x: torch.Tensor) -> torch.Tensor:
@@ -59,7 +58,8 @@ class MoCo(SSLMethod):
         logits = info_nce_logits(q, k, self.queue.clone().detach(), self.cfg.temperature)
         return contrastive_loss(logits, self.cfg.temperature, self.cfg.debiased_tau_plus), logits
 
-    def forward(self, views: list[torch.Tensor], index: torch.Tensor, labels: torch.Tensor | None = None) -> StepOutput:
+    def forward(self, views: list[torch.Tensor], index: torch.Tensor, labels: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> StepOutput:
         x1, x2 = views[0], views[1]
         q1 = F.normalize(self.projector(self.encoder(x1)), dim=1)          # N x D
         k2 = self.keys(x2)                                                 # N x D, no gradient
@@ -72,7 +72,6 @@ class MoCo(SSLMethod):
             loss = (loss + loss21) / 2
             logits = torch.cat([logits, logits21])
             keys.append(k1)
-        self._pending_keys = torch.cat(keys).detach()                      # enqueued in on_step_end
         with torch.no_grad():
             cos = logits * self.cfg.temperature
             logs = {
@@ -80,16 +79,16 @@ class MoCo(SSLMethod):
                 "neg_sim": cos[:, 1:].mean(),
                 "acc": (logits.argmax(dim=1) == 0).float().mean(),
             }
-        return StepOutput(loss, logs)
+        return StepOutput(loss, logs, {"keys": torch.cat(keys).detach()})    # keys [N or 2N, D], enqueued in on_step_end
 
     @torch.no_grad()
-    def on_step_end(self, step: int, total_steps: int) -> None:
-        """Momentum update of the key encoder, then enqueue this step's keys."""
+    def on_step_end(self, out: StepOutput, step: int, total_steps: int) -> None:
+        """Momentum update of the key encoder, then enqueue this step's keys (``out.state["keys"]``)."""
         ema_update(self.key_encoder, self.encoder, self.cfg.momentum)
         ema_update(self.key_projector, self.projector, self.cfg.momentum)
-        if self._pending_keys is not None:
-            self._dequeue_and_enqueue(gather_no_grad(self._pending_keys))
-            self._pending_keys = None
+        keys = out.state.get("keys")
+        if keys is not None:
+            self._dequeue_and_enqueue(gather_no_grad(keys))
 
     @torch.no_grad()
     def _dequeue_and_enqueue(self, keys: torch.Tensor) -> None:

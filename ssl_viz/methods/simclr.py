@@ -21,7 +21,8 @@ class SimCLR(SSLMethod):
     name = "simclr"
     description = "SimCLR: two views, NT-Xent with in-batch negatives (Chen et al. 2020)"
 
-    def forward(self, views: list[torch.Tensor], index: torch.Tensor, labels: torch.Tensor | None = None) -> StepOutput:
+    def forward(self, views: list[torch.Tensor], index: torch.Tensor, labels: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> StepOutput:
         x1, x2 = views[0], views[1]
         z1 = self.projector(self.encoder(x1))                                   # N x D
         z2 = self.projector(self.encoder(x2))                                   # N x D

@@ -35,7 +35,8 @@ class Supervised(SSLMethod):
         wrap in ``torch.no_grad()`` otherwise."""
         return self.classifier(self.encoder(x))
 
-    def forward(self, views: list[torch.Tensor], index: torch.Tensor, labels: torch.Tensor | None = None) -> StepOutput:
+    def forward(self, views: list[torch.Tensor], index: torch.Tensor, labels: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> StepOutput:
         if labels is None:
             raise ValueError("supervised needs labels")
         labels = labels.to(views[0].device).long()

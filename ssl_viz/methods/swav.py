@@ -46,7 +46,6 @@ class SwAV(SSLMethod):
         q = max(0, cfg.swav_queue_size)
         self.register_buffer("queue", torch.zeros(2, q, cfg.proj_dim))       # 2 x Q x D, newest first
         self.register_buffer("queue_count", torch.zeros((), dtype=torch.long))
-        self._pending_z: torch.Tensor | None = None
 
     def scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(normalised embedding ``[B, D]``, prototype scores ``[B, K]``)."""
@@ -66,13 +65,13 @@ class SwAV(SSLMethod):
         q = sinkhorn_knopp(s, self.cfg.sinkhorn_eps, self.cfg.sinkhorn_iters)
         return q[start:start + b]
 
-    def forward(self, views: list[torch.Tensor], index: torch.Tensor, labels: torch.Tensor | None = None) -> StepOutput:
+    def forward(self, views: list[torch.Tensor], index: torch.Tensor, labels: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> StepOutput:
         if len(views) < 2:
             raise ValueError(f"swav needs at least 2 views, got {len(views)}")
         zs, scores = zip(*(self.scores(x) for x in views))                    # V x [B x D], V x [B x K]
         assignments = [self.codes(scores[i], i) for i in range(2)]           # 2 x [B x K], large crops only
         loss = swav_loss(list(scores), assignments, self.cfg.temperature)
-        self._pending_z = torch.stack([zs[0], zs[1]]).detach()               # 2 x B x D, for the queue
         with torch.no_grad():
             q = torch.stack(assignments)                                     # 2 x B x K
             entropy = -(q * torch.log(q.clamp_min(1e-12))).sum(dim=-1).mean()
@@ -82,7 +81,7 @@ class SwAV(SSLMethod):
                 "code_entropy": (entropy / math.log(q.shape[-1])),   # 1: uniform codes
                 "prototypes_used": q.argmax(-1).unique().numel() / q.shape[-1],
             }
-        return StepOutput(loss, logs)
+        return StepOutput(loss, logs, {"embeddings": torch.stack([zs[0], zs[1]]).detach()})   # 2 x B x D, for the queue
 
     def before_optimizer_step(self, step: int) -> None:
         """Freeze the prototypes for the first ``cfg.freeze_prototypes_steps`` steps."""
@@ -90,13 +89,12 @@ class SwAV(SSLMethod):
             self.prototypes.weight.grad = None
 
     @torch.no_grad()
-    def on_step_end(self, step: int, total_steps: int) -> None:
-        """Normalise the prototypes; push this step's large-crop embeddings into the queue."""
+    def on_step_end(self, out: StepOutput, step: int, total_steps: int) -> None:
+        """Normalise the prototypes; push this step's large-crop embeddings (``out.state["embeddings"]``) into the queue."""
         self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
-        if self._pending_z is None:
+        z = out.state.get("embeddings")
+        if z is None:
             return
-        z = self._pending_z
-        self._pending_z = None
         queue_len = self.queue.shape[1]
         if not queue_len:
             return

@@ -1,0 +1,214 @@
+"""The loop's callbacks: metrics and status files, the kNN monitor, checkpoints, a progress bar, embedding snapshots.
+
+Each reads the :class:`~ssl_viz.train.base.TrainerView` it is given and writes the run's files
+through :mod:`ssl_viz.rundir`; none of them knows about Streamlit.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ssl_viz.config import TrainConfig
+from ssl_viz.data import load_dataset
+from ssl_viz.device import device_name
+from ssl_viz.evaluate import alignment, embed_dataset, knn_accuracy, uniformity
+from ssl_viz.rundir import append_metrics, read_evolution, write_evolution, write_status
+from ssl_viz.train.base import Callback, TrainerView
+
+
+def status_record(trainer: TrainerView, state: str, reason: str | None = None) -> dict:
+    """The ``status.json`` record of ``trainer`` now: ``state`` (running/done/cancelled/diverged/failed), why,
+    this process's pid, a heartbeat (Unix seconds), step / total_steps, progress in [0, 1], elapsed seconds, device."""
+    s = trainer.state
+    return {
+        "state": state, "reason": reason, "pid": os.getpid(), "heartbeat": time.time(), "step": s.step,
+        "total_steps": s.total_steps, "progress": s.progress, "elapsed": s.elapsed, "device": device_name(trainer.device),
+        "time_budget": trainer.cfg.time_budget,
+    }
+
+
+class MetricsLog(Callback):
+    """Append logs to ``metrics.jsonl`` every ``every`` steps and keep ``status.json`` fresh.
+
+    Its final status is written last, so "done" means the checkpoint is on disk.
+    """
+
+    end_last = True
+
+    def __init__(self, every: int = 10) -> None:
+        self.every = every
+
+    def on_train_start(self, trainer: TrainerView) -> None:
+        trainer.run_dir.mkdir(parents=True, exist_ok=True)
+        write_status(trainer.run_dir, status_record(trainer, "running"))
+
+    def on_step_end(self, trainer: TrainerView, logs: dict) -> None:
+        s = trainer.state
+        if s.step % self.every == 0 or s.step == 1:
+            append_metrics(trainer.run_dir, {"step": s.step, "time": round(s.elapsed, 3), "epoch": s.step / trainer.steps_per_epoch,
+                                             "progress": round(s.progress, 4), **logs})
+            write_status(trainer.run_dir, status_record(trainer, "running"))
+
+    def on_train_end(self, trainer: TrainerView) -> None:
+        reason = trainer.state.stop_reason or "done"
+        write_status(trainer.run_dir, status_record(trainer, reason.split(":")[0], reason=reason))
+
+
+class KnnMonitor(Callback):
+    """Every ``every`` steps: weighted kNN top-1 (``KNN_K`` = 200 neighbours, ``KNN_TEMPERATURE`` = 0.1; the protocol of
+    :mod:`ssl_viz.evaluate`) and alignment/uniformity on held-out images.
+
+    ``samples`` test images against a bank of twice as many training images; with
+    ``samples=0`` (or at least the test set's size) the full protocol: the whole test
+    set against the whole training set, as the time-to-quality curves need.
+    """
+
+    def __init__(self, every: int, samples: int = 2000) -> None:
+        self.every, self.samples = every, samples
+        self.test = None
+
+    def on_train_start(self, trainer: TrainerView) -> None:
+        if trainer.data.has_labels:
+            test = trainer.test_data or load_dataset(trainer.cfg.dataset, "test", label=trainer.cfg.dataset_label)
+            full = not self.samples or self.samples >= len(test)
+            self.test = test if full else test.head(self.samples, seed=1)
+            self.bank = trainer.data if full else trainer.data.head(self.samples * 2, seed=2)
+
+    def measure(self, trainer: TrainerView) -> dict:
+        method = trainer.method
+        was_training = method.training
+        method.eval()
+        with torch.inference_mode():
+            embed = lambda x: method.encoder(x)  # noqa: E731
+            bank = embed_dataset(embed, self.bank.images, device=trainer.device)
+            test = embed_dataset(embed, self.test.images, device=trainer.device)
+            x = self.test.float_images(slice(0, 512)).to(trainer.device)
+            gen = torch.Generator(device=trainer.generator.device).manual_seed(123)
+            v1, v2 = trainer.augment(x, generator=gen)[:2]
+            z1, z2 = F.normalize(method.encoder(v1).float(), dim=1), F.normalize(method.encoder(v2).float(), dim=1)
+        method.train(was_training)
+        return {"knn_top1": knn_accuracy(bank, self.bank.labels, test, self.test.labels), "knn_n_test": len(self.test), "knn_n_bank": len(self.bank),
+                "alignment": alignment(z1, z2), "uniformity": uniformity(test)}
+
+    def on_step_end(self, trainer: TrainerView, logs: dict) -> None:
+        if self.test is not None and self.every and trainer.state.step % self.every == 0 and trainer.rank == 0:
+            self._record(trainer)
+
+    def on_train_end(self, trainer: TrainerView) -> None:
+        if self.test is not None and trainer.rank == 0 and trainer.state.step > 0 and not str(trainer.state.stop_reason).startswith("diverged"):
+            self._record(trainer)
+
+    def _record(self, trainer: TrainerView) -> None:
+        result = self.measure(trainer)
+        trainer.metrics.update(result)
+        append_metrics(trainer.run_dir, {"step": trainer.state.step, "time": round(trainer.state.elapsed, 3), **result})
+
+
+class Checkpointer(Callback):
+    """Save every ``every_seconds`` and at the end (not after divergence: the last good one stays)."""
+
+    def __init__(self, every_seconds: float) -> None:
+        self.every, self.last = every_seconds, 0.0
+
+    def on_train_start(self, trainer: TrainerView) -> None:
+        self.last = trainer.state.elapsed
+
+    def on_step_end(self, trainer: TrainerView, logs: dict) -> None:
+        if trainer.state.elapsed - self.last >= self.every:
+            trainer.save()
+            self.last = trainer.state.elapsed
+
+    def on_train_end(self, trainer: TrainerView) -> None:
+        if not str(trainer.state.stop_reason).startswith(("diverged", "failed")) and trainer.state.step > 0:
+            trainer.save()
+
+
+class ProgressBar(Callback):
+    """A one-line progress bar on stderr (CLI)."""
+
+    def __init__(self, every: int = 10) -> None:
+        self.every = every
+
+    def on_step_end(self, trainer: TrainerView, logs: dict) -> None:
+        s = trainer.state
+        if s.step % self.every and s.progress < 1.0:
+            return
+        p = s.progress
+        eta = s.elapsed / p - s.elapsed if p > 0 else float("nan")
+        bar = "#" * int(30 * p) + "-" * (30 - int(30 * p))
+        knn = trainer.metrics.get("knn_top1")
+        extra = f" knn {knn:.3f}" if knn is not None else ""
+        print(f"\r[{bar}] {p:5.1%} step {s.step} loss {logs['loss']:.4f} {logs['images_per_s']:.0f} img/s eta {eta:4.0f}s{extra}   ",
+              end="", flush=True, file=sys.stderr)
+
+    def on_train_end(self, trainer: TrainerView) -> None:
+        print(file=sys.stderr)
+
+
+class EvolutionRecorder(Callback):
+    """Every ``every`` steps (and at the start and end): L2-normalised backbone embeddings of a fixed sample of
+    ``samples`` labelled test images, appended to ``RUN_DIR/evolution.npz`` (float16; atomic rewrite).
+
+    Arrays: ``steps [T]``, ``embeddings [T, N, D]``, ``labels [N]``, ``class_names [C]``. Beyond
+    ``max_snapshots`` every other snapshot is dropped (first and last kept). A resumed run keeps the
+    snapshots up to its checkpoint's step. The Runs page reads them with
+    :func:`ssl_viz.analysis.runs.load_evolution`.
+    """
+
+    def __init__(self, every: int, samples: int = 500, max_snapshots: int = 60) -> None:
+        self.every, self.samples, self.max_snapshots = every, samples, max_snapshots
+        self.test = None
+
+    def on_train_start(self, trainer: TrainerView) -> None:
+        self.test = None
+        if not self.every or trainer.rank != 0 or not trainer.data.has_labels:
+            return
+        test = trainer.test_data or load_dataset(trainer.cfg.dataset, "test", label=trainer.cfg.dataset_label)
+        self.test = test.head(self.samples, seed=3)
+        old = read_evolution(trainer.run_dir)
+        keep = [i for i, s in enumerate(old["steps"]) if s <= trainer.state.step] if old is not None else []
+        self.steps = [int(old["steps"][i]) for i in keep] if keep else []
+        self.embeddings = [old["embeddings"][i] for i in keep] if keep else []
+        if trainer.state.step not in self.steps:
+            self.snapshot(trainer)
+
+    def on_step_end(self, trainer: TrainerView, logs: dict) -> None:
+        if self.test is not None and trainer.state.step % self.every == 0:
+            self.snapshot(trainer)
+
+    def on_train_end(self, trainer: TrainerView) -> None:
+        if self.test is not None and not str(trainer.state.stop_reason).startswith("diverged") and trainer.state.step not in self.steps:
+            self.snapshot(trainer)
+
+    def snapshot(self, trainer: TrainerView) -> None:
+        method = trainer.method
+        was_training = method.training
+        method.eval()
+        with torch.inference_mode():
+            z = F.normalize(embed_dataset(method.encoder, self.test.images, device=trainer.device), dim=1)
+        method.train(was_training)
+        self.steps.append(int(trainer.state.step))
+        self.embeddings.append(z.numpy().astype(np.float16))
+        if len(self.steps) > self.max_snapshots:
+            keep = sorted(set(range(0, len(self.steps) - 1, 2)) | {len(self.steps) - 1})
+            self.steps, self.embeddings = [self.steps[i] for i in keep], [self.embeddings[i] for i in keep]
+        write_evolution(trainer.run_dir, {"steps": np.asarray(self.steps, dtype=np.int64), "embeddings": np.stack(self.embeddings),
+                                          "labels": self.test.labels.numpy(), "class_names": np.asarray(self.test.class_names, dtype=str)})
+
+
+def default_callbacks(cfg: TrainConfig, rank: int = 0, progress_bar: bool = False) -> list[Callback]:
+    """The callbacks of a run: metrics/status, kNN monitor, checkpoints and embedding snapshots on rank 0
+    (plus a progress bar for the CLI); none on other ranks."""
+    if rank != 0:
+        return []
+    cbs: list[Callback] = [MetricsLog(cfg.log_every), KnnMonitor(cfg.knn_every, cfg.knn_samples), Checkpointer(cfg.checkpoint_every),
+                           EvolutionRecorder(cfg.knn_every)]
+    if progress_bar:
+        cbs.append(ProgressBar(cfg.log_every))
+    return cbs
