@@ -1,5 +1,8 @@
 """Command line: ``python -m ssl_viz train | embed | evaluate | diagnose``.
 
+``train`` builds its TrainConfig from flags, or from a JSON file (``--config``, e.g. a run's
+``config.json``: every field, also those without a flag) with the flags given overriding it.
+
 Bad arguments (unknown method, missing dataset, wrong checkpoint) end with one
 clear line on stderr and exit status 2, never a traceback.
 """
@@ -10,12 +13,15 @@ import argparse
 import json
 import shlex
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
 
-from ssl_viz.config import MethodConfig, TrainConfig
+from ssl_viz.config import MethodConfig, TrainConfig, from_dict
+from ssl_viz.evaluate import KNN_K, KNN_TEMPERATURE
+from ssl_viz.jobs.validate import ConfigError, check_types, validate_config
+from ssl_viz.rundir import CHECKPOINT, RunDirError, run_name
 
 # flag -> (dest in TrainConfig or MethodConfig, type, help). Defaults live in ssl_viz.config only.
 TRAIN_FLAGS = {
@@ -28,7 +34,7 @@ TRAIN_FLAGS = {
     "--epochs": ("epochs", float, "number of epochs (ignored with --time-budget)"),
     "--time-budget": ("time_budget", float, "train for this many seconds"),
     "--batch-size": ("batch_size", int, "images per step (per process under torchrun)"),
-    "--optimizer": ("optimizer", str, "adamw or sgd"),
+    "--optimizer": ("optimizer", str, "adamw, sgd or lars"),
     "--lr": ("lr", float, "peak learning rate"),
     "--weight-decay": ("weight_decay", float, "weight decay"),
     "--seed": ("seed", int, "random seed"),
@@ -69,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--amp", dest="amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on CUDA")
     tr.add_argument("--compile", dest="compile", action="store_true", default=None, help="torch.compile the model")
     tr.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
+    tr.add_argument("--config", type=Path, metavar="FILE",
+                    help="a JSON TrainConfig, e.g. a run's config.json (every field; flags given too override it)")
     tr.add_argument("--out", type=Path, help="run directory (default runs/<method>-<encoder>-<dataset>-<time>)")
     tr.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR to its original budget")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -86,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out", type=Path, required=True)
         else:
             p.add_argument("--max-train", type=int, default=None, help="use at most this many training images as the kNN bank")
-            p.add_argument("--k", type=int, default=200)
-            p.add_argument("--knn-temperature", type=float, default=0.1)
+            p.add_argument("--k", type=int, default=KNN_K)
+            p.add_argument("--knn-temperature", type=float, default=KNN_TEMPERATURE)
 
     dg = sub.add_parser("diagnose", help="which augmentations suit this dataset's label? verdicts as JSON (and CSV)")
     dg.add_argument("--dataset", required=True, help="a labelled dataset (or one with factors, with --label)")
@@ -110,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
-    """A TrainConfig with the flags given on the command line (others keep their defaults)."""
+    """A TrainConfig with the flags given on the command line (others keep ``base``'s values, by default the defaults)."""
     base = base or TrainConfig()
     train_changes = {dest: getattr(args, dest) for dest, _, _ in TRAIN_FLAGS.values() if getattr(args, dest) is not None}
     for extra in ("amp", "compile", "channels_last"):
@@ -120,25 +128,52 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
     return replace(base, **train_changes, method_cfg=replace(base.method_cfg or MethodConfig(), **method_changes))
 
 
-def validate(cfg: TrainConfig) -> None:
-    """Fail early, with one line, on names that do not exist."""
-    from ssl_viz.augment import parse_policy
-    from ssl_viz.data import DATASETS
-    from ssl_viz.encoders import ENCODERS
-    from ssl_viz.methods import METHODS
+def config_from_file(path: str | Path) -> TrainConfig:
+    """The TrainConfig in JSON file ``path`` (e.g. a run's ``config.json``; unknown keys ignored, missing ones default).
 
-    if cfg.method not in METHODS:
-        raise CliError(f"unknown method {cfg.method!r}; choose one of: {', '.join(METHODS)}")
-    if cfg.encoder not in ENCODERS:
-        raise CliError(f"unknown encoder {cfg.encoder!r}; choose one of: {', '.join(ENCODERS)}")
-    if not cfg.dataset.startswith("folder:") and cfg.dataset not in DATASETS:  # folders are checked on load
-        raise CliError(f"unknown dataset {cfg.dataset!r}; choose one of: {', '.join(DATASETS)} (folder:PATH)")
-    if cfg.batch_size < 2:
-        raise CliError("--batch-size must be at least 2 (contrastive losses need negatives)")
+    Raises :class:`CliError` when the file cannot be read, is not a JSON object, or a field has the wrong type.
+    """
     try:
-        parse_policy(cfg.augment)
-    except ValueError as exc:
-        raise CliError(str(exc)) from exc
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CliError(f"cannot read --config {path}: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # not UTF-8, not JSON
+        raise CliError(f"--config {path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CliError(f"--config {path} must hold a JSON object (a TrainConfig), not a {type(data).__name__}")
+    try:
+        cfg = from_dict(TrainConfig, data)
+        check_types(cfg)
+    except (TypeError, ValueError) as exc:
+        raise CliError(f"--config {path}: {exc}") from exc
+    return cfg
+
+
+def train_flags(cfg: TrainConfig) -> list[str]:
+    """Flags of ``python -m ssl_viz train`` that rebuild ``cfg`` (the names, plus only the non-default values).
+
+    For showing a run as a command line; runs started in the background train from their ``config.json``
+    instead (``train --config``). Raises :class:`CliError` when ``cfg`` changes a field that has no flag.
+    """
+    base, mbase = TrainConfig(), MethodConfig()
+    mcfg = cfg.method_cfg or mbase
+    args = ["--method", cfg.method, "--encoder", cfg.encoder, "--dataset", cfg.dataset]
+    covered, mcovered = {"method", "encoder", "dataset", "method_cfg"}, set()
+    for table, obj, default, seen in ((TRAIN_FLAGS, cfg, base, covered), (METHOD_FLAGS, mcfg, mbase, mcovered)):
+        for flag, (dest, _, _) in table.items():
+            seen.add(dest)
+            value = getattr(obj, dest)
+            if dest not in ("method", "encoder", "dataset") and value != getattr(default, dest) and value is not None:
+                args += [flag, repr(value) if isinstance(value, float) else str(value)]
+    if cfg.amp != base.amp:
+        args.append("--amp" if cfg.amp else "--no-amp")
+    args += [f for f, on in (("--compile", cfg.compile), ("--channels-last", cfg.channels_last)) if on]
+    covered |= {"amp", "compile", "channels_last"}
+    lost = [f.name for f in fields(cfg) if f.name not in covered and getattr(cfg, f.name) != getattr(base, f.name)]
+    lost += [f"method_cfg.{f.name}" for f in fields(mcfg) if f.name not in mcovered and getattr(mcfg, f.name) != getattr(mbase, f.name)]
+    if lost:
+        raise CliError(f"the train command has no flag for {', '.join(lost)}; keep their defaults")
+    return args
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -150,12 +185,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = load_config(run_dir)
         state = train(cfg, run_dir, resume=True, progress_bar=not args.quiet, command=command)
     else:
-        cfg = config_from_args(args)
-        validate(cfg)
-        import time
-
-        run_dir = args.out or Path("runs") / f"{cfg.method}-{cfg.encoder}-{cfg.dataset.replace(':', '_').replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if (Path(run_dir) / "checkpoint.safetensors").exists():
+        cfg = config_from_args(args, config_from_file(args.config) if args.config else None)
+        validate_config(cfg)
+        run_dir = args.out or Path("runs") / run_name(cfg)
+        if (Path(run_dir) / CHECKPOINT).exists():
             raise CliError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
         state = train(cfg, run_dir, progress_bar=not args.quiet, command=command)
     print(json.dumps({"run_dir": str(run_dir), "steps": state.step, "seconds": round(state.elapsed, 1), "stop": state.stop_reason}))
@@ -172,8 +205,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     import torch
 
     from ssl_viz.data import load_dataset
+    from ssl_viz.device import pick_device
     from ssl_viz.evaluate import embed_dataset
-    from ssl_viz.train import pick_device
 
     model = _load(args)
     ds = load_dataset(args.dataset, args.split, label=args.label)
@@ -213,8 +246,9 @@ def _single_transforms() -> list[str]:
 def cmd_diagnose(args: argparse.Namespace) -> int:
     import torch
 
-    from ssl_viz.analysis.diagnosis import attach_ablation, diagnose, run_ablation
+    from ssl_viz.analysis.diagnosis import attach_ablation, diagnose
     from ssl_viz.data import load_dataset
+    from ssl_viz.sweeps import run_ablation, sweep_config
 
     names = [n.strip() for n in args.augmentations.split(",") if n.strip()] if args.augmentations else _single_transforms()
     unknown = [n for n in names if n not in _single_transforms()]
@@ -241,10 +275,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     with torch.no_grad():
         diag = diagnose(train_ds, test_ds, embed_fn, names, strength=args.strength, seed=args.seed, encoder_name=encoder_name)
     if args.ablation:
-        from ssl_viz.config import TrainConfig
-
-        base = TrainConfig(method="simclr", encoder="small-cnn", encoder_width=16, dataset=args.dataset, dataset_label=args.label,
-                           augment=args.augment, batch_size=128, device=args.device, knn_every=0, seed=args.seed)
+        base = sweep_config(args.dataset, args.label, args.augment, device=args.device, seed=args.seed)
         try:
             accs = run_ablation(base, names, train_ds, test_ds, mode=args.ablation, budget=args.ablation_budget)
         except ValueError as exc:
@@ -269,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"train": cmd_train, "embed": cmd_embed, "evaluate": cmd_evaluate, "diagnose": cmd_diagnose}
     try:
         return handlers[args.command](args)
-    except (CliError, CheckpointError, DatasetError, EncoderError) as exc:
+    except (CliError, ConfigError, RunDirError, CheckpointError, DatasetError, EncoderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:

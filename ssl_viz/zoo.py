@@ -7,8 +7,8 @@ fixed time budget, its kNN monitor on the full protocol (so ``metrics.jsonl`` ho
 accuracy-vs-seconds curve), then:
 
 1. evaluates by the field's protocol on the full Fashion-MNIST test set: weighted kNN
-   top-1 (k=200, T=0.1, the 60k training set as the bank), a linear probe, and
-   alignment / uniformity (Wang & Isola 2020), written into ``card.json`` under ``evaluation``;
+   top-1 (``KNN_K`` = 200, ``KNN_TEMPERATURE`` = 0.1 of :mod:`ssl_viz.evaluate`, the 60k training set as the
+   bank), a linear probe, and alignment / uniformity (Wang & Isola 2020), written into ``card.json`` under ``evaluation``;
 2. ships the run (:func:`ssl_viz.checkpoint.ship_run`): encoder and heads only,
    float16 for the ViTs, no resumable trainer state, so each model stays a few MB.
 
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ssl_viz.paths import models_dir
+from ssl_viz.rundir import CARD, CHECKPOINT, EVOLUTION, LOG, STATUS
 
 # The tuned CPU recipe, TrainConfig's defaults spelled out (bench/recipe_search.py, bench/RESULTS.md).
 CPU_RECIPE = ("--encoder", "small-cnn", "--width", "16", "--batch-size", "256", "--lr", "8e-3", "--augment", "simclr-small")
@@ -98,18 +99,19 @@ def finish(entry: ZooEntry, trained: Path, out_root: Path) -> dict:
     The card gains ``evaluation`` (and ``metrics``), the zoo command and, where it differed,
     the command that actually ran (``trained_with``).
     """
-    from ssl_viz.checkpoint import CARD, ship_run
+    from ssl_viz.checkpoint import ship_run
+    from ssl_viz.evaluate import KNN_K, KNN_TEMPERATURE
     from ssl_viz.fileio import atomic_write_json, read_json
 
     out = out_root / entry.name
     start = time.perf_counter()
     result = evaluate(trained, entry.dataset)
     ship_run(trained, half=entry.half)
-    for name in ("status.json", "log.txt", "evolution.npz"):
+    for name in (STATUS, LOG, EVOLUTION):
         (trained / name).unlink(missing_ok=True)
     card = read_json(trained / CARD)
     card["evaluation"] = {**result, "command": f"python -m ssl_viz evaluate --checkpoint models/{entry.name} --dataset {entry.dataset}",
-                          "split": f"full test set ({result['n_test']}), full train set ({result['n_train']}) as kNN bank (k=200, T=0.1)"}
+                          "split": f"full test set ({result['n_test']}), full train set ({result['n_train']}) as kNN bank (k={KNN_K}, T={KNN_TEMPERATURE:g})"}
     card["metrics"] = {k: result[k] for k in ("knn_top1", "linear_top1", "alignment", "uniformity") if k in result}
     if card.get("command"):
         card["trained_with"] = card["command"]  # what actually ran (e.g. on a GPU machine)
@@ -132,12 +134,12 @@ def markdown_table(root: Path) -> str:
     lines = ["| model | method | encoder | trained on | seconds | kNN top-1 | linear | alignment | uniformity | size |",
              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name in ZOO:
-        card_path = root / name / "card.json"
+        card_path = root / name / CARD
         if not card_path.exists():
             continue
         card = json.loads(card_path.read_text())
         ev = card.get("evaluation", {})
-        size = (root / name / "checkpoint.safetensors").stat().st_size / 2**20
+        size = (root / name / CHECKPOINT).stat().st_size / 2**20
         device = "2 CPU cores" if card.get("device") == "cpu" else card.get("device")
         lines.append(f"| `{name}` | {card['method']} | {card['encoder']} | {device} | {card['seconds']:.0f} | {ev.get('knn_top1', float('nan')):.3f} | "
                      f"{ev.get('linear_top1', float('nan')):.3f} | {ev.get('alignment', float('nan')):.3f} | {ev.get('uniformity', float('nan')):.3f} | "

@@ -569,6 +569,32 @@ def test_bad_checkpoints_through_the_cli(tmp_path, tiny_model_dir, capsys):
     print("\n" + "\n".join(f"{k}: {v}" for k, v in lines.items()))
 
 
+# =============================================================================== training config files
+
+
+@pytest.mark.parametrize("content, words", [
+    (None, ["cannot read --config", "no such file"]),
+    ("{not json", ["not valid json"]),
+    (b"\xff\xfe{}", ["not valid json"]),
+    ("[1, 2]", ["must hold a json object", "list"]),
+    ('{"epochs": "ten"}', ["epochs must be float", "ten"]),
+    ('{"method_cfg": {"temperature": [0.1]}}', ["method_cfg.temperature must be float"]),
+    ('{"method_cfg": "simclr"}', ["method_cfg must be"]),
+    ('{"method": "nope", "dataset": "digits"}', ["unknown method"]),
+    ('{"dataset": "digits", "batch_size": 1}', ["at least 2"]),
+])
+def test_bad_config_files_through_the_cli(tmp_path, capsys, content, words):
+    """``train --config FILE``: a missing, unreadable or invalid file ends with one line and exit 2, and trains nothing."""
+    path = tmp_path / "config.json"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    code, _, err = run_cli(capsys, "train", "--config", path, "--out", tmp_path / "run", "--quiet")
+    assert_one_line_error(code, err, *words)
+    assert not (tmp_path / "run").exists()
+
+
 # =============================================================================== divergence
 
 

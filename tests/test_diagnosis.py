@@ -21,11 +21,11 @@ from ssl_viz.analysis.diagnosis import (
     judge,
     normalised_drop,
     probe_features,
-    run_ablation,
 )
 from ssl_viz.augment import SINGLE_TRANSFORMS, BatchAugment, parse_policy, single_transform
 from ssl_viz.config import TrainConfig
 from ssl_viz.data import load_dataset
+from ssl_viz.sweeps import run_ablation
 
 ROOT = Path(__file__).resolve().parent.parent
 N_TRAIN, N_TEST = 600, 300
@@ -248,12 +248,12 @@ def test_launch_ablation_queues_runs_and_reads_finished_ones(tmp_path, monkeypat
     import shutil
 
     from ssl_viz import jobs
-    from ssl_viz.analysis.diagnosis import ablation_results, launch_ablation, load_sweep, run_state
+    from ssl_viz.sweeps import ablation_results, launch_ablation, load_sweep, run_state
 
     started = []
 
     def fake_start_run(cfg, root=None):
-        jobs.cli_args(cfg)                                  # every field the sweep sets has a train flag
+        jobs.validate_config(cfg)                           # what the real start_run checks first
         started.append(cfg)
         d = tmp_path / f"run{len(started)}"
         d.mkdir()

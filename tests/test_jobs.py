@@ -25,19 +25,15 @@ from ssl_viz.analysis.runs import (
     read_records,
     run_table,
 )
-from ssl_viz.augment import POLICIES, parse_policy, policy_to_spec
-from ssl_viz.checkpoint import load_model
-from ssl_viz.cli import build_parser, config_from_args
-from ssl_viz.config import MethodConfig, TrainConfig
+from ssl_viz.checkpoint import load_model, read_state_dict
+from ssl_viz.cli import CliError, build_parser, config_from_args, config_from_file, train_flags
+from ssl_viz.config import MethodConfig, TrainConfig, from_dict, to_dict
 from ssl_viz.fileio import read_json
 from ssl_viz.jobs import (
     JobError,
     cancel_run,
-    cli_args,
     delete_run,
-    knobs_from_policy,
     list_runs,
-    policy_from_knobs,
     resume_run,
     run_status,
     start_run,
@@ -98,24 +94,26 @@ def assert_consistent(run, total: int | None = None, stopped: bool = True) -> No
 # ---------------------------------------------------------------------------- fast checks
 
 
-def test_cli_args_rebuild_the_config():
+def test_train_flags_rebuild_the_config():
+    """The Train page shows a run as ``python -m ssl_viz train FLAGS``: those flags parse back to the same config."""
     cfg = replace(TINY, dataset_label=None, time_budget=30.0, seed=3, checkpoint_every=0.0, amp=False,
                   augment="simclr+blur_p=0.5", method_cfg=replace(MethodConfig(), temperature=0.35))
-    args = build_parser().parse_args(["train", *cli_args(cfg)])
+    args = build_parser().parse_args(["train", *train_flags(cfg)])
     assert config_from_args(args) == cfg
-    assert config_from_args(build_parser().parse_args(["train", *cli_args(replace(cfg, knn_samples=0))])).knn_samples == 0
-    with pytest.raises(JobError, match="grad_clip"):
-        cli_args(replace(TINY, grad_clip=1.0))
+    assert config_from_args(build_parser().parse_args(["train", *train_flags(replace(cfg, knn_samples=0))])).knn_samples == 0
+    with pytest.raises(CliError, match="grad_clip"):
+        train_flags(replace(TINY, grad_clip=1.0))
 
 
-@pytest.mark.parametrize("preset", ["simclr", "none", "byol", "context", "rotation", "geometric"])
-def test_augment_knobs_round_trip(preset):
-    base = POLICIES[preset]
-    assert policy_from_knobs(base, knobs_from_policy(base)) == base
-    knobs = {**knobs_from_policy(base), "blur": (True, 0.3), "flip": (False, 0.5), "crop": (True, 0.4)}
-    policy = policy_from_knobs(base, knobs)
-    assert (policy.blur_p, policy.flip_p, policy.crop_scale[0]) == (0.3, 0.0, 0.4)
-    assert parse_policy(policy_to_spec(policy)) == policy
+def test_train_config_file_with_flags_overriding_it(tmp_path):
+    """``train --config FILE``: every field from the file (unknown keys ignored), the flags given on top of it."""
+    cfg = replace(TINY, grad_clip=1.5, warmup_fraction=0.2, method_cfg=replace(MethodConfig(), sinkhorn_iters=7, temperature=0.3))
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**to_dict(cfg), "from_a_newer_version": 1}))
+    args = build_parser().parse_args(["train", "--config", str(path), "--lr", "0.01", "--temperature", "0.5"])
+    loaded = config_from_args(args, config_from_file(args.config))
+    assert loaded == replace(cfg, lr=0.01, method_cfg=replace(cfg.method_cfg, temperature=0.5))
+    assert config_from_args(build_parser().parse_args(["train"]), config_from_file(path)) == cfg
 
 
 def test_procrustes_recovers_a_known_rotation():
@@ -175,6 +173,23 @@ def test_run_status_marks_dead_and_silent_runs_crashed(tmp_path):
 
 
 # ---------------------------------------------------------------------------- real runs in the background
+
+
+def test_a_background_run_trains_every_field_of_its_config(runs_root):
+    """start_run writes config.json and launches ``train --config`` on it: fields that have no flag reach the training
+    process (BYOL's predictor width shows in the checkpoint's shapes) and come back unchanged in the run's config.json."""
+    cfg = replace(TINY, method="byol", max_train_images=256, knn_every=0, warmup_fraction=0.3, grad_clip=1.5,
+                  method_cfg=replace(MethodConfig(), sinkhorn_iters=7, predictor_hidden=24))
+    run = start_run(cfg, runs_root)
+    job = read_json(run / "job.json")
+    assert job["argv"][-6:] == ["train", "--config", str(run / "config.json"), "--out", str(run), "--quiet"]
+    done = wait_for(run, timeout=120)
+    assert done.state == "done", done.reason
+    card = read_json(run / "card.json")
+    assert "--config" in card["command"] and card["saved_at"] >= job["launched_at"]   # saved by the process that read it
+    assert from_dict(TrainConfig, read_json(run / "config.json")) == cfg
+    shapes = {k: tuple(v.shape) for k, v in read_state_dict(run / "checkpoint.safetensors").items() if k.startswith("predictor.")}
+    assert shapes and any(24 in shape for shape in shapes.values()), shapes
 
 
 def test_queue_cancel_and_a_selectable_run(runs_root):

@@ -1,0 +1,52 @@
+"""Fail early, with one line, on a TrainConfig that cannot be trained as given (before a run directory is made)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ssl_viz.config import TrainConfig
+
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),)}
+
+
+class ConfigError(ValueError):
+    """A TrainConfig cannot be trained as given; the message says why in one line."""
+
+
+def check_types(cfg, prefix: str = "") -> None:
+    """Each field of the config dataclass ``cfg`` (nested ones too) holds a value of its annotated type
+    (an int counts as a float; a nested config may be None). Raises :class:`ConfigError` naming the first that does not."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_types(value, f"{prefix}{f.name}.")
+            continue
+        names = [n.strip() for n in str(f.type).split("|")]
+        allowed = tuple(t for n in names for t in _TYPES.get(n, (type(None),)))
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise ConfigError(f"{prefix}{f.name} must be {f.type}, got {value!r}")
+
+
+def validate_config(cfg: TrainConfig) -> None:
+    """Check the types of ``cfg``'s fields, the names of its method, encoder and dataset, its batch size and its policy.
+
+    Folders (``folder:PATH``) are checked when they are loaded. Raises :class:`ConfigError`.
+    """
+    from ssl_viz.augment import parse_policy
+    from ssl_viz.data import DATASETS
+    from ssl_viz.encoders import ENCODERS
+    from ssl_viz.methods import METHODS
+
+    check_types(cfg)
+    if cfg.method not in METHODS:
+        raise ConfigError(f"unknown method {cfg.method!r}; choose one of: {', '.join(METHODS)}")
+    if cfg.encoder not in ENCODERS:
+        raise ConfigError(f"unknown encoder {cfg.encoder!r}; choose one of: {', '.join(ENCODERS)}")
+    if not cfg.dataset.startswith("folder:") and cfg.dataset not in DATASETS:  # folders are checked on load
+        raise ConfigError(f"unknown dataset {cfg.dataset!r}; choose one of: {', '.join(DATASETS)} (folder:PATH)")
+    if cfg.batch_size < 2:
+        raise ConfigError("--batch-size must be at least 2 (contrastive losses need negatives)")
+    try:
+        parse_policy(cfg.augment)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
