@@ -134,7 +134,7 @@ def run_one(cand: dict, budget: float, device: str, real: bool = False) -> dict:
     cfg, steps = build_config(cand, budget, len(train), real)
     cfg = replace(cfg, device=device)
     start = time.perf_counter()
-    trainer = Trainer(cfg, Path("/tmp/recipe_search") / cand["name"], callbacks=[], dataset=train)
+    trainer = Trainer.from_config(cfg, Path("/tmp/recipe_search") / cand["name"], callbacks=[], dataset=train)
     state = trainer.fit()
     seconds = time.perf_counter() - start
     encoder = trainer.method.encoder.eval()

@@ -12,26 +12,21 @@ monitoring time is not counted in the budget). ``--retrain`` rebuilds them first
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ssl_viz.paths import models_dir  # noqa: E402
+from ssl_viz.rundir import CARD, read_card, read_metrics  # noqa: E402
 from ssl_viz.zoo import CPU_ENTRIES  # noqa: E402
 
 
 def read_curve(run_dir: Path) -> dict:
     """The run's full-protocol kNN points ``[(seconds, knn)]`` and its card's summary."""
-    card = json.loads((run_dir / "card.json").read_text())
-    points = []
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.exists():
-        for line in metrics.read_text().splitlines():
-            rec = json.loads(line)
-            if "knn_top1" in rec and rec.get("knn_n_test", 0) >= 10_000:
-                points.append((float(rec["time"]), float(rec["knn_top1"])))
+    card = read_card(run_dir) or {}
+    points = [(float(rec["time"]), float(rec["knn_top1"])) for rec in read_metrics(run_dir)
+              if "knn_top1" in rec and rec.get("knn_n_test", 0) >= 10_000]
     ev = card.get("evaluation", {})
     return {"name": run_dir.name, "method": card.get("method"), "encoder": card.get("encoder"), "device": card.get("device"),
             "seconds": card.get("seconds"), "steps": card.get("steps"), "images_seen": card.get("images_seen"),
@@ -44,7 +39,7 @@ def first_reaching(curve: list[tuple[float, float]], target: float) -> float | N
 
 
 def collect(models: Path) -> list[dict]:
-    return [read_curve(models / name) for name in CPU_ENTRIES if (models / name / "card.json").exists()]
+    return [read_curve(models / name) for name in CPU_ENTRIES if (models / name / CARD).exists()]
 
 
 def retrain(models: Path) -> None:

@@ -36,7 +36,7 @@ from ssl_viz.train import Trainer, pick_device  # noqa: E402
 
 def trainer_step_fn(cfg: TrainConfig, data: ImageDataset):
     """A Trainer without callbacks and its ``train_step`` as a no-argument function."""
-    trainer = Trainer(cfg, "/tmp/ssl-viz-bench", callbacks=[], dataset=data)
+    trainer = Trainer.from_config(cfg, "/tmp/ssl-viz-bench", callbacks=[], dataset=data)
     batches = trainer.batches()
     return trainer, lambda: trainer.train_step(next(batches))
 

@@ -7,7 +7,7 @@ from ssl_viz.analysis.images import normalize_map, overlay, to_hwc_uint8, upscal
 from ssl_viz.augment import POLICIES
 from ssl_viz.encoders import conv_layers
 from ssl_viz.ui.loaders import get_model, workspace_or_stop
-from ssl_viz.ui.workspace import available_models
+from ssl_viz.ui.workspace import comparison_models, parse_indices
 
 METHOD_NAMES = {"gradcam": "Grad-CAM", "integrated_gradients": "Integrated Gradients", "saliency": "Saliency", "occlusion": "Occlusion"}
 
@@ -22,20 +22,16 @@ st.latex(r"y = \cos\big(f(x), r\big), \qquad L_{\text{Grad-CAM}} = \mathrm{ReLU}
          r"\quad \alpha_k = \frac{1}{Z}\sum_{u,v} \frac{\partial y}{\partial A^k_{uv}}")
 
 ws, model, ds = workspace_or_stop()
-others = {str(p): (label, card) for label, p, card in available_models() if str(p) != ws.model}
-supervised = [p for p, (_, c) in others.items() if c.get("method") == "supervised" or str(c.get("source", "")).startswith("imagenet:")]
-supervised.sort(key=lambda p: others[p][1].get("encoder") != model.encoder.name)  # the same architecture first: a fair pair
-options = [None] + supervised + [p for p in others if p not in supervised]
+options, names, n_supervised = comparison_models(ws.model, model.encoder.name)
 
 c1, c2, c3, c4 = st.columns(4)
 text = c1.text_input("Test images (indices)", "0, 1, 2, 3", key="att_indices")
 kind = c2.selectbox("Target", list(TARGETS), format_func=TARGETS.get, key="att_target")
 method = c3.selectbox("Method", list(METHOD_NAMES), format_func=METHOD_NAMES.get, key="att_method")
-second = c4.selectbox("Compare with", options, index=1 if supervised else 0, key="att_second",
-                      format_func=lambda p: "— none —" if p is None else others[p][0])
-tokens = text.replace(",", " ").split()
-indices = [int(t) for t in tokens if t.isdigit()]
-if not tokens or len(indices) != len(tokens) or max(indices) >= len(ds):
+second = c4.selectbox("Compare with", options, index=1 if n_supervised else 0, key="att_second",
+                      format_func=lambda p: "— none —" if p is None else names[p])
+indices = parse_indices(text, len(ds))
+if indices is None:
     st.error(f"Give one or more image indices between 0 and {len(ds) - 1}, separated by commas.")
     st.stop()
 

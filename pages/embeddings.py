@@ -4,12 +4,11 @@ import numpy as np
 import streamlit as st
 import torch
 
+from ssl_viz.analysis.embedding_metrics import MIN_POINTS, embedding_metrics
 from ssl_viz.analysis.images import make_grid, to_hwc_uint8
-from ssl_viz.analysis.pairs import view_alignment
-from ssl_viz.analysis.projection import is_projection_cached, kmeans_labels, project_cached, umap_is_warm
-from ssl_viz.augment import POLICIES, BatchAugment
+from ssl_viz.analysis.projection import kmeans_labels
 from ssl_viz.cache import fingerprint
-from ssl_viz.evaluate import knn_accuracy, uniformity
+from ssl_viz.ui.data_views import PROJECTIONS, project_with_spinner, sample_size_picker
 from ssl_viz.ui.loaders import dataset_or_stop, get_embeddings, get_model
 from ssl_viz.ui.plots import add_thumbnails, projection_scatter, selected_positions
 from ssl_viz.ui.workspace import current_workspace
@@ -24,10 +23,9 @@ ws = current_workspace()
 ds = dataset_or_stop(ws)
 
 c1, c2, c3, c4 = st.columns(4)
-method = c1.selectbox("Method", ["UMAP", "t-SNE", "PCA"], key="emb_method")
+method = c1.selectbox("Method", list(PROJECTIONS), key="emb_method")
 dims = c2.radio("Dimensions", [2, 3], horizontal=True, format_func=lambda d: f"{d}-D", key="emb_dims")
-sizes = sorted({s for s in (250, 500, 1000, 2000, 5000, 10000) if s < len(ds)} | {min(len(ds), 10000)})
-n = c3.select_slider("Points", sizes, value=2000 if 2000 in sizes else sizes[-1], key="emb_n") if len(sizes) > 1 else sizes[0]
+n = sample_size_picker(c3, "Points", len(ds), key="emb_n")
 color = c4.selectbox("Colour by", ["label", *ds.factors, "k-means cluster"], key="emb_color")
 try:
     emb, idx = get_embeddings(ws.model, ws.dataset, "test", ws.representation, n, ws.encoder)
@@ -36,12 +34,7 @@ except Exception as exc:
     st.stop()
 
 key = {"model": fingerprint(ws.model), "dataset": ws.dataset, "rep": ws.representation, "n": len(idx)}
-code = {"UMAP": "umap", "t-SNE": "tsne", "PCA": "pca"}[method]
-slow = "" if code == "pca" or is_projection_cached(emb, key, code, dims) else f"Running {method} on {len(idx)} points…"
-if code == "umap" and slow and not umap_is_warm():
-    slow += " The first UMAP in a fresh server compiles numba code (30-60 s); later ones take seconds."
-with st.spinner(slow or "Projecting…"):
-    coords = project_cached(emb, key, code, dims)
+coords = project_with_spinner(emb, key, method, dims)
 
 labels = ds.labels[torch.as_tensor(idx)].numpy()
 if color == "label":
@@ -63,13 +56,13 @@ else:
     st.plotly_chart(fig, key="emb_chart3d")
     st.caption("Drag to rotate. Box/lasso selection works in the 2-D map.")
 
-if len(idx) >= 20:  # Wang & Isola (2020): alignment of positives, uniformity on the sphere; kNN on labels
-    lab, z, (m1, m2, m3) = torch.as_tensor(labels), torch.as_tensor(emb), st.columns(3)
-    if ds.has_labels:
-        m1.metric("kNN top-1 (half / half of the sample)", f"{knn_accuracy(z[0::2], lab[0::2], z[1::2], lab[1::2], k=min(200, len(idx) // 2)):.1%}")
-    m2.metric("Uniformity (lower = more spread)", f"{uniformity(z, max_points=2000):.3f}")
-    align = view_alignment(get_model(ws.model, ws.encoder).embed_fn(ws.representation), ds.images[idx[:256]], BatchAugment(POLICIES["simclr"]))
-    m3.metric("Alignment of 2 simclr views (lower = closer)", f"{align:.3f}")
+if len(idx) >= MIN_POINTS:  # Wang & Isola (2020): alignment of positives, uniformity on the sphere; kNN on labels
+    q = embedding_metrics(emb, labels if ds.has_labels else None, get_model(ws.model, ws.encoder).embed_fn(ws.representation), ds.images, idx)
+    m1, m2, m3 = st.columns(3)
+    if q.knn_top1 is not None:
+        m1.metric("kNN top-1 (half / half of the sample)", f"{q.knn_top1:.1%}")
+    m2.metric("Uniformity (lower = more spread)", f"{q.uniformity:.3f}")
+    m3.metric("Alignment of 2 simclr views (lower = closer)", f"{q.alignment:.3f}")
 
 chosen = selected_positions(event)
 if len(chosen):

@@ -8,14 +8,13 @@ from ssl_viz.analysis.feature_maps import (
     capture_feature_maps,
     channel_order,
     layer_choices,
-    layer_scores,
     load_image,
     stage_layers,
     top_channel_images,
 )
 from ssl_viz.analysis.images import make_grid, to_hwc_uint8, upscale
 from ssl_viz.cache import fingerprint
-from ssl_viz.ui.loaders import get_dataset, get_model, sample_indices, workspace_or_stop
+from ssl_viz.ui.loaders import channel_scores, workspace_or_stop
 
 SAMPLE = 500
 
@@ -27,18 +26,6 @@ st.markdown(
 )
 st.latex(r"A^{\ell} = \mathrm{ReLU}\big(\mathrm{BN}(W^{\ell} * A^{\ell-1})\big), \qquad "
          r"s_k(x) = \tfrac{1}{HW}\textstyle\sum_{u,v} A^{\ell}_k(x)_{u,v}")
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def sample_scores(source: str, encoder_name: str | None, dataset: str, layer: str, n: int, version: str):
-    """Mean activation of every channel of ``layer`` for a fixed sample of test images: ([n, C], indices).
-    ``version`` (the checkpoint's fingerprint) makes a retrained checkpoint at the same path a new entry."""
-    model, ds = get_model(source, encoder_name), get_dataset(dataset, "test")
-    idx = sample_indices(len(ds), n)
-    bar = st.progress(0.0, text=f"Running {len(idx)} test images through {layer}…")
-    scores = layer_scores(model.encoder, ds.images[idx], layer, progress=lambda f: bar.progress(f))
-    bar.empty()
-    return scores, idx
 
 
 ws, model, ds = workspace_or_stop()
@@ -77,7 +64,7 @@ st.subheader("Which images excite a channel most")
 means = fmap.flatten(1).mean(1)
 channel = st.selectbox("Channel (most active on this image first)", [int(c) for c in channel_order(fmap, "mean")], key="fm_channel",
                        format_func=lambda c: f"channel {c} · mean activation {float(means[c]):.3f}")
-scores, idx = sample_scores(ws.model, ws.encoder, ws.dataset, layer, SAMPLE, fingerprint(ws.model))
+scores, idx = channel_scores(ws.model, ws.encoder, ws.dataset, layer, SAMPLE, fingerprint(ws.model))
 top, top_scores = top_channel_images(scores, channel, k=16)
 images = [to_hwc_uint8(ds.images[i]) for i in idx[top]]
 st.image(make_grid(images, ncols=8, pad=2, upscale=max(1, 72 // ds.image_size[0])),

@@ -1,21 +1,21 @@
 """Negatives & bias: each anchor's hardest negatives, how many negatives are false, and which classes are served badly."""
 
-import numpy as np
 import streamlit as st
-import torch
 
 from ssl_viz.analysis.images import to_hwc_uint8, upscale
 from ssl_viz.analysis.negatives import (
+    batch_hardest_negatives,
     bias_figure,
-    class_bias,
+    class_counts,
     compare_bias,
     expected_false_negative_rate,
     false_negative_figure,
     false_negative_table,
-    hardest_negatives,
+    sampled_class_bias,
 )
-from ssl_viz.ui.loaders import get_dataset, get_embeddings, get_model
-from ssl_viz.ui.workspace import available_models, current_workspace
+from ssl_viz.ui.data_views import labelled_workspace_or_stop
+from ssl_viz.ui.loaders import get_embeddings
+from ssl_viz.ui.workspace import available_models
 
 st.title("Negatives & bias")
 st.markdown("Every other image of a batch is a negative, but some share the anchor's class: **false negatives** that the loss "
@@ -25,28 +25,17 @@ st.markdown("Every other image of a batch is a negative, but some share the anch
 st.latex(r"\mathbb{E}[\mathrm{FN}] = \sum_c \frac{n_c (n_c - 1)}{N (N - 1)} \xrightarrow{N \to \infty} \sum_c p_c^2, \qquad "
          r"P(\geq 1 \text{ in } B) = 1 - \sum_c \frac{n_c}{N} \binom{N - n_c}{B - 1} \Big/ \binom{N - 1}{B - 1}")
 
-ws = current_workspace()
-try:
-    model, test_ds, train_ds = get_model(ws.model, ws.encoder), get_dataset(ws.dataset, "test", ws.label), get_dataset(ws.dataset, "train", ws.label)
-except Exception as exc:  # a bad model or dataset must not take the page down
-    st.error(f"Cannot load the workspace: {exc}")
-    st.stop()
-if not test_ds.has_labels:
-    st.error(f"{ws.dataset} has no labels: false negatives and per-class numbers need classes.")
-    st.stop()
+ws, model, test_ds, train_ds = labelled_workspace_or_stop("false negatives and per-class numbers need classes")
 st.subheader("Hardest negatives of a batch")
 c1, c2, c3 = st.columns(3)
 b = c1.slider("Batch size", 8, 128, 32, 8, key="neg_batch")
 k = c2.slider("Negatives shown", 3, 10, 6, key="neg_k")
 seed = c3.number_input("Seed", 0, 1_000_000, 0, key="neg_seed")
-pick = torch.randperm(len(test_ds), generator=torch.Generator().manual_seed(int(seed)))[:b]
 try:
-    with torch.inference_mode():
-        z = model.embed_fn(ws.representation)(test_ds.float_images(pick)).float()
+    pick, hard = batch_hardest_negatives(model.embed_fn(ws.representation), test_ds, b, k, seed=int(seed))
 except Exception as exc:
     st.error(f"Cannot embed a batch of {ws.dataset} with this model: {exc}")
     st.stop()
-hard = hardest_negatives(z, test_ds.labels[pick], k)
 anchor = st.slider("Anchor (position in the batch)", 0, len(pick) - 1, 0, key="neg_anchor")
 names = test_ds.class_names
 label_of = lambda j: names[int(test_ds.labels[pick[j]])]  # noqa: E731
@@ -55,10 +44,9 @@ negs = hard.indices[anchor].tolist()
 st.image([upscale(to_hwc_uint8(test_ds.images[pick[j]]), 72) for j in negs],
          caption=[f"cos {s:.2f} · {label_of(j)}{' ✗ false' if f else ''}" for j, s, f in
                   zip(negs, hard.similarity[anchor].tolist(), hard.same_class[anchor].tolist())])
-counts = np.bincount(test_ds.labels.numpy(), minlength=len(names))
 m1, m2 = st.columns(2)
 m1.metric("False negatives among the hardest (whole batch)", f"{hard.false_negative_share:.1%}")
-m2.metric("… among random negatives (expected)", f"{expected_false_negative_rate(counts):.1%}",
+m2.metric("… among random negatives (expected)", f"{expected_false_negative_rate(class_counts(test_ds.labels)):.1%}",
           help="The hardest negatives are far more often of the anchor's class: pushing them away hurts most.")
 
 st.subheader("False negatives vs batch size and number of classes")
@@ -79,13 +67,10 @@ n = st.select_slider("Images per split", [500, 1000, 2000, 5000], value=1000, ke
 others = {str(p): label for label, p, _ in available_models() if str(p) != ws.model}
 other = st.selectbox("Compare with (e.g. the same run trained with --tau-plus 0.1)", [None, *others], key="neg_other",
                      format_func=lambda o: "—" if o is None else others.get(o, o))
-tables = {}
+sources = {f"{model.name} (workspace)": (ws.model, ws.encoder), **({others[other]: (other, None)} if other else {})}
 try:
-    for name, source in ((f"{model.name} (workspace)", ws.model), *(((others[other], other),) if other else ())):
-        tr, tr_idx = get_embeddings(source, ws.dataset, "train", ws.representation, n, ws.encoder if source == ws.model else None)
-        te, te_idx = get_embeddings(source, ws.dataset, "test", ws.representation, n, ws.encoder if source == ws.model else None)
-        tables[name] = class_bias(torch.from_numpy(tr), train_ds.labels[torch.as_tensor(tr_idx)], torch.from_numpy(te),
-                                  test_ds.labels[torch.as_tensor(te_idx)], test_ds.class_names)
+    tables = {name: sampled_class_bias(*(get_embeddings(src, ws.dataset, split, ws.representation, n, enc) for split in ("train", "test")),
+                                       train_ds.labels, test_ds.labels, test_ds.class_names) for name, (src, enc) in sources.items()}
 except Exception as exc:
     st.error(f"Cannot compute the per-class numbers: {exc}")
     st.stop()

@@ -2,11 +2,10 @@
 
 import pandas as pd
 import streamlit as st
-import torch
 
 from ssl_viz.analysis.images import to_hwc_uint8, upscale
-from ssl_viz.analysis.pairs import contrastive_batch
-from ssl_viz.augment import POLICIES, BatchAugment, describe_params, describe_policy, parse_policy
+from ssl_viz.analysis.pairs import sampled_contrastive_batch
+from ssl_viz.augment import POLICIES, describe_params, describe_policy, parse_policy
 from ssl_viz.ui.loaders import workspace_or_stop
 from ssl_viz.ui.plots import similarity_heatmap, softmax_bars
 
@@ -29,8 +28,7 @@ reps = model.representations()
 rep = st.radio("Embedding the loss sees", reps, index=reps.index("projector") if "projector" in reps else 0, horizontal=True, key="pairs_rep")
 try:
     cfg = parse_policy(spec)
-    pick = torch.randperm(len(ds), generator=torch.Generator().manual_seed(int(seed)))[:n]
-    cb = contrastive_batch(model.embed_fn(rep), ds.images[pick], BatchAugment(cfg), temperature=tau, seed=int(seed))
+    pick, cb = sampled_contrastive_batch(model.embed_fn(rep), ds.images, n, cfg, temperature=tau, seed=int(seed))
 except Exception as exc:
     st.error(f"Cannot build this batch: {exc}")
     st.stop()
@@ -60,4 +58,4 @@ b.plotly_chart(softmax_bars(cb.probabilities[anchor].numpy(), anchor, pos, label
 m1, m2, m3 = b.columns(3)
 m1.metric("p(positive)", f"{float(cb.probabilities[anchor, pos]):.3f}")
 m2.metric(f"ℓ of {labels[anchor]}", f"{float(cb.losses[anchor]):.3f}")
-m3.metric("batch loss 𝓛", f"{cb.loss:.3f}", help=f"chance level: log(2N-1) = {torch.log(torch.tensor(2.0 * n - 1)):.3f}")
+m3.metric("batch loss 𝓛", f"{cb.loss:.3f}", help=f"chance level: log(2N-1) = {cb.chance_loss:.3f}")

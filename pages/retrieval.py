@@ -3,12 +3,13 @@
 import numpy as np
 import streamlit as st
 import torch
-from PIL import Image
 
 from ssl_viz.analysis.images import to_hwc_uint8, upscale
-from ssl_viz.analysis.retrieval import Retriever, per_class_precision, precision_at_k, prepare_query_image, worst_queries
+from ssl_viz.analysis.retrieval import Retriever, bank_position, per_class_precision, precision_at_k, worst_queries
+from ssl_viz.ui.data_views import sample_size_picker
 from ssl_viz.ui.loaders import get_embeddings, workspace_or_stop
 from ssl_viz.ui.plots import precision_bars
+from ssl_viz.ui.uploads import uploaded_query_or_stop
 
 st.title("Retrieval")
 st.markdown("Rank a bank of test images by cosine similarity to a query's embedding. A good representation puts images of "
@@ -20,8 +21,7 @@ st.latex(r"\mathrm{P@K}(q) = \frac{1}{K} \sum_{j \in \mathrm{NN}_K(q)} [\,y_j = 
 ws, model, ds = workspace_or_stop()
 
 c1, c2, c3 = st.columns(3)
-sizes = sorted({s for s in (250, 500, 1000, 2000, 5000, 10000) if s < len(ds)} | {min(len(ds), 10000)})
-n = c1.select_slider("Bank size", sizes, value=2000 if 2000 in sizes else sizes[-1], key="ret_n") if len(sizes) > 1 else sizes[0]
+n = sample_size_picker(c1, "Bank size", len(ds), key="ret_n")
 k = c2.slider("K", 1, 50, 10, key="ret_k")
 mode = c3.radio("Query", ["dataset image", "upload"], horizontal=True, key="ret_mode")
 try:
@@ -36,19 +36,11 @@ big = lambda img, s=96: upscale(to_hwc_uint8(img), s)  # noqa: E731
 
 if mode == "dataset image":
     qi = int(st.number_input(f"Query: test image index (0-{len(ds) - 1})", 0, len(ds) - 1, int(idx[0]), key="ret_query"))
-    pos = int(np.searchsorted(idx, qi))
-    in_bank = pos < len(idx) and idx[pos] == qi
-    image, q_label = ds.images[qi:qi + 1], int(ds.labels[qi])
+    pos = bank_position(idx, qi)
+    in_bank, image, q_label = pos is not None, ds.images[qi:qi + 1], int(ds.labels[qi])
 else:
-    upload = st.file_uploader("Query image", type=["png", "jpg", "jpeg", "bmp", "webp"], key="ret_upload")
-    if upload is None:
-        st.info("Upload an image: it is converted to the dataset's channels and size before embedding.")
-        st.stop()
-    try:
-        image = prepare_query_image(Image.open(upload), ds.channels, ds.image_size)
-    except Exception as exc:
-        st.error(f"Cannot read {upload.name} as an image: {exc}")
-        st.stop()
+    image = uploaded_query_or_stop("Query image", "ret_upload", "Upload an image: it is converted to the dataset's channels and size "
+                                   "before embedding.", ds.channels, ds.image_size)
     in_bank, q_label = False, -1
 with torch.inference_mode():
     q = bank[pos:pos + 1] if in_bank else model.embed_fn(ws.representation)(image.float() / 255).numpy()

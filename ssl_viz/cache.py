@@ -25,6 +25,7 @@ import numpy as np
 
 from ssl_viz.fileio import atomic_write
 from ssl_viz.paths import cache_dir
+from ssl_viz.rundir import CARD, CHECKPOINT
 
 DEFAULT_MAX_MB = 1024
 _ENTRY = re.compile(r"[0-9a-f]{24}\.npz")
@@ -73,9 +74,9 @@ def key_hash(key: dict) -> str:
 def fingerprint(path: str | Path) -> str:
     """Cheap identity of a model: path, size and mtime of its checkpoint (or card)."""
     path = Path(path)
-    target = path / "checkpoint.safetensors" if path.is_dir() else path
+    target = path / CHECKPOINT if path.is_dir() else path
     if not target.exists() and path.is_dir():
-        target = path / "card.json"
+        target = path / CARD
     try:
         st = target.stat()
         return f"{path.resolve()}:{st.st_size}:{int(st.st_mtime_ns)}"

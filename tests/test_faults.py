@@ -38,7 +38,7 @@ KILL_SCRIPT = r"""
 import json, os, sys
 from pathlib import Path
 import torch, safetensors.torch
-import ssl_viz.checkpoint as ckpt
+import ssl_viz.checkpoint.run as ckpt  # save_run writes the card through this module's atomic_write_json
 import ssl_viz.fileio as sio
 from ssl_viz.cli import main
 from ssl_viz.data import load_dataset
@@ -119,7 +119,7 @@ def consistent_files(run: Path) -> dict:
 def resume_to_the_end(run: Path) -> None:
     """Resume as ``train --resume`` does (status, metrics and checkpoint callbacks; the kNN monitor is off in these runs)."""
     cfg = load_config(run)
-    state = Trainer(cfg, run, callbacks=[MetricsLog(cfg.log_every), Checkpointer(cfg.checkpoint_every)]).fit(resume=True)
+    state = Trainer.from_config(cfg, run, callbacks=[MetricsLog(cfg.log_every), Checkpointer(cfg.checkpoint_every)]).fit(resume=True)
     assert state.stop_reason == "done" and state.step == TOTAL
     assert consistent_files(run)["steps"] == TOTAL and read_json(run / "status.json")["state"] == "done"
     assert torch.isfinite(load_model(run).encoder(torch.rand(2, 1, 8, 8))).all()
@@ -199,7 +199,7 @@ def test_disk_full_during_training_keeps_the_last_checkpoint(tmp_path, monkeypat
         return orig(tensors, filename, metadata=metadata)
 
     monkeypatch.setattr(safetensors.torch, "save_file", filling_disk)
-    state = Trainer(cfg, run, callbacks=[MetricsLog(1), Checkpointer(0.0)]).fit()
+    state = Trainer.from_config(cfg, run, callbacks=[MetricsLog(1), Checkpointer(0.0)]).fit()
     assert state.stop_reason.startswith("failed: no space left on device while writing checkpoint.safetensors; the previous")
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "failed" and "no space left" in status["reason"]  # not left "running"
@@ -294,8 +294,8 @@ def test_restarted_app_reattaches_live_runs_and_marks_dead_ones(tmp_path, monkey
 
     root = tmp_path / "runs"
     monkeypatch.setenv("SSL_VIZ_RUNS", str(root))
-    monkeypatch.setattr(jobs, "_CHILDREN", {})
-    monkeypatch.setattr(jobs, "_EXIT_CODES", {})
+    monkeypatch.setattr(jobs.process, "_CHILDREN", {})
+    monkeypatch.setattr(jobs.process, "_EXIT_CODES", {})
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
     try:
         run = root / "live"

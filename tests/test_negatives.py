@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from ssl_viz.analysis.negatives import (
+    batch_hardest_negatives,
     bias_figure,
     class_bias,
+    class_counts,
     compare_bias,
     debiased_losses,
     expected_false_negative_rate,
@@ -18,6 +20,7 @@ from ssl_viz.analysis.negatives import (
     hardest_negatives,
     measured_false_negatives,
     probability_any_false_negative,
+    sampled_class_bias,
 )
 from ssl_viz.data import load_dataset
 
@@ -83,6 +86,23 @@ def test_false_negative_table_by_classes_and_batch_size():
     assert len(false_negative_figure(table).data) == 2 * 2 * 2                        # classes x panels x (line, markers)
 
 
+def test_class_counts_skip_unlabelled():
+    assert class_counts([0, 2, 2, -1, 2]).tolist() == [1, 0, 3]
+    assert class_counts(torch.tensor([1, 1]), num_classes=4).tolist() == [0, 2, 0, 0]
+    assert expected_false_negative_rate(class_counts([0, 0, 1, 1])) == pytest.approx(1 / 3)
+
+
+def test_batch_hardest_negatives_draws_a_seeded_batch_and_embeds_it():
+    ds = load_dataset("digits", "test")
+    embed = lambda x: x.flatten(1)  # noqa: E731
+    pick, hard = batch_hardest_negatives(embed, ds, batch_size=16, k=4, seed=3)
+    assert pick.tolist() == torch.randperm(len(ds), generator=torch.Generator().manual_seed(3))[:16].tolist()
+    ref = hardest_negatives(ds.float_images(pick).flatten(1), ds.labels[pick], 4)
+    assert torch.equal(hard.indices, ref.indices) and torch.equal(hard.same_class, ref.same_class)
+    again, _ = batch_hardest_negatives(embed, ds, batch_size=16, k=4, seed=3)
+    assert torch.equal(pick, again) and not torch.equal(pick, batch_hardest_negatives(embed, ds, 16, 4, seed=4)[0])
+
+
 def test_hardest_negatives():
     z = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.0], [0.7, 0.7]])
     labels = torch.tensor([0, 0, 1, 1, 1])
@@ -141,3 +161,13 @@ def test_class_bias_finds_the_badly_served_class():
     both = compare_bias({"plain": df, "debiased": df})
     assert list(both.columns) == ["class", "plain: knn_top1", "plain: uniformity", "debiased: knn_top1", "debiased: uniformity"]
     assert len(bias_figure({"plain": df, "debiased": df}).data) == 2
+
+
+def test_sampled_class_bias_indexes_the_splits_labels():
+    g = torch.Generator().manual_seed(1)
+    ytr, yte = torch.arange(300) % 3, torch.arange(120) % 3
+    ftr, fte = torch.eye(3)[ytr] * 4 + torch.randn(300, 3, generator=g), torch.eye(3)[yte] * 4 + torch.randn(120, 3, generator=g)
+    tr_idx, te_idx = np.arange(0, 300, 2), np.arange(1, 120, 3)
+    got = sampled_class_bias((ftr[tr_idx].numpy(), tr_idx), (fte[te_idx].numpy(), te_idx), ytr, yte, ["a", "b", "c"], k=10)
+    ref = class_bias(ftr[tr_idx], ytr[tr_idx], fte[te_idx], yte[te_idx], ["a", "b", "c"], k=10)
+    assert got.equals(ref) and got["n_test"].sum() == len(te_idx)

@@ -109,9 +109,65 @@ def test_plot_builders():
     assert list(bars.data[0].x) == ["2a", "1b", "2b"]
 
 
-@pytest.mark.parametrize("page", ["pairs", "embeddings", "retrieval"])
+@pytest.mark.parametrize("page", ["pairs", "negatives", "embeddings", "retrieval"])
 def test_pages_are_thin(page):
     from pathlib import Path
 
     lines = (Path(__file__).parent.parent / "pages" / f"{page}.py").read_text().splitlines()
-    assert len(lines) <= 90 and not any("import torch.nn" in line for line in lines)
+    assert len(lines) <= 80 and not any("import torch.nn" in line for line in lines)
+
+
+# ----------------------------------------------------------------------------- the library behind the pages
+
+
+def test_sampled_contrastive_batch_is_the_seeded_batch_of_contrastive_batch():
+    import math
+
+    import torch
+
+    from ssl_viz.analysis.pairs import contrastive_batch, random_batch, sampled_contrastive_batch
+    from ssl_viz.augment import POLICIES, BatchAugment
+
+    images = torch.randint(0, 256, (30, 1, 8, 8), dtype=torch.uint8)
+    embed = lambda x: x.flatten(1)  # noqa: E731
+    pick, cb = sampled_contrastive_batch(embed, images, 6, POLICIES["simclr"], temperature=0.2, seed=7)
+    assert pick.tolist() == torch.randperm(30, generator=torch.Generator().manual_seed(7))[:6].tolist() == random_batch(30, 6, 7).tolist()
+    ref = contrastive_batch(embed, images[pick], BatchAugment(POLICIES["simclr"]), temperature=0.2, seed=7)
+    assert torch.equal(cb.views, ref.views) and torch.equal(cb.losses, ref.losses)
+    assert cb.chance_loss == math.log(11) and len(random_batch(4, 10)) == 4
+
+
+def test_embedding_metrics_match_the_evaluate_functions():
+    import torch
+
+    from ssl_viz.analysis.embedding_metrics import embedding_metrics
+    from ssl_viz.analysis.pairs import view_alignment
+    from ssl_viz.augment import POLICIES, BatchAugment
+    from ssl_viz.evaluate import knn_accuracy, uniformity
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(60) % 3
+    z = torch.eye(3)[labels] * 3 + torch.randn(60, 3, generator=g)
+    images = torch.rand(300, 1, 8, 8, generator=g)
+    idx = np.arange(0, 300, 5)
+    embed = lambda x: x.flatten(1)[:, :3]  # noqa: E731
+    m = embedding_metrics(z.numpy(), labels.numpy(), embed, images, idx)
+    assert m.knn_top1 == knn_accuracy(z[0::2], labels[0::2], z[1::2], labels[1::2], k=30) and m.knn_top1 > 0.8
+    assert m.uniformity == uniformity(z, max_points=2000)
+    assert m.alignment == view_alignment(embed, images[idx], BatchAugment(POLICIES["simclr"]))
+    bare = embedding_metrics(z)
+    assert bare.knn_top1 is None and bare.alignment is None and bare.uniformity == m.uniformity
+
+
+def test_sample_size_picker_offers_sizes_below_the_data():
+    from ssl_viz.ui.data_views import sample_size_picker
+
+    class Column:
+        def select_slider(self, label, options, value, key):
+            self.seen = (label, options, value, key)
+            return value
+
+    col = Column()
+    assert sample_size_picker(col, "Points", 449, key="k") == 449 and col.seen == ("Points", [250, 449], 449, "k")
+    assert sample_size_picker(col, "Points", 60000, key="k") == 2000 and col.seen[1] == [250, 500, 1000, 2000, 5000, 10000]
+    assert sample_size_picker(Column(), "Points", 16, key="k") == 16        # one choice: no widget

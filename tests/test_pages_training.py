@@ -74,7 +74,7 @@ def test_train_page_starts_a_run_and_cancels_it(runs_env):
     runs = [p for p in runs_env.iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert len(runs) == 1
     job = read_json(runs[0] / "job.json")
-    assert "--batch-size" in job["argv"] and job["config"]["encoder_width"] == 8 and "blur_p" in job["config"]["augment"]
+    assert "--config" in job["argv"] and job["config"]["batch_size"] == 64 and job["config"]["encoder_width"] == 8 and "blur_p" in job["config"]["augment"]
     assert at.selectbox(key="tr_watch").value == str(runs[0])
     assert at.button(key="tr_cancel") is not None  # the live panel offers to cancel
     at.button(key="tr_cancel").click()

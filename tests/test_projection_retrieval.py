@@ -5,7 +5,15 @@ import pytest
 import torch
 
 from ssl_viz.analysis.projection import Projector, exact_knn, is_projection_cached, kmeans_labels, l2_normalize, project_cached
-from ssl_viz.analysis.retrieval import Retriever, per_class_precision, precision_at_k, prepare_query_image, worst_queries
+from ssl_viz.analysis.retrieval import (
+    Retriever,
+    bank_position,
+    per_class_precision,
+    precision_at_k,
+    prepare_query_image,
+    read_query_image,
+    worst_queries,
+)
 
 
 def blobs(n_per=30, d=16, k=3, seed=0):
@@ -191,6 +199,26 @@ def test_prepare_query_image_matches_dataset_format():
     assert gray.shape == (1, 1, 8, 8) and gray.dtype == torch.uint8
     rgb = prepare_query_image(img.convert("L"), 3, (28, 32))
     assert rgb.shape == (1, 3, 28, 32)
+
+
+def test_read_query_image_decodes_files_and_names_junk():
+    import io
+
+    from PIL import Image
+
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 255, size=(30, 20, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    buf.seek(0)
+    torch.testing.assert_close(read_query_image(buf, 1, (8, 8)), prepare_query_image(img, 1, (8, 8)))
+    with pytest.raises(ValueError, match="cannot identify image file"):
+        read_query_image(io.BytesIO(b"not an image at all"), 3, (8, 8))
+
+
+def test_bank_position_finds_a_query_in_a_sorted_bank():
+    bank = np.array([2, 5, 9, 14])
+    assert [bank_position(bank, i) for i in (2, 9, 14)] == [0, 2, 3]
+    assert bank_position(bank, 3) is None and bank_position(bank, 20) is None and bank_position(bank[:0], 1) is None
 
 
 def test_thumbnails_are_placed_at_their_points():

@@ -35,7 +35,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ssl_viz.analysis.pairs import random_batch
+from ssl_viz.evaluate import KNN_K, KNN_TEMPERATURE
+
 # ----------------------------------------------------------------------------- false negatives: theory
+
+
+def class_counts(labels, num_classes: int = 0) -> np.ndarray:
+    """Images per class ``[max(C, num_classes)]`` (int64) of labels ``[N]``; negative labels (unlabelled) are left out."""
+    y = np.asarray(labels).astype(np.int64).reshape(-1)
+    return np.bincount(y[y >= 0], minlength=num_classes)
 
 
 def _counts(class_counts) -> np.ndarray:
@@ -203,6 +212,19 @@ def hardest_negatives(embeddings: torch.Tensor, labels: torch.Tensor | None = No
     return HardNegatives(idx, top, same)
 
 
+def batch_hardest_negatives(embed_fn, dataset, batch_size: int, k: int = 5, seed: int = 0) -> tuple[torch.Tensor, HardNegatives]:
+    """A random batch of ``dataset`` (:func:`~ssl_viz.analysis.pairs.random_batch`), embedded, and its hardest negatives.
+
+    ``embed_fn``: images ``[B, C, H, W]`` in [0, 1] -> ``[B, D]``; ``dataset``: an
+    :class:`~ssl_viz.data.ImageDataset` (its labels mark the false negatives). Returns (the batch's
+    dataset indices ``[B]``, :func:`hardest_negatives` of its embeddings). Errors of ``embed_fn`` propagate.
+    """
+    pick = random_batch(len(dataset), batch_size, seed)
+    with torch.inference_mode():
+        z = embed_fn(dataset.float_images(pick)).float()
+    return pick, hardest_negatives(z, dataset.labels[pick], k)
+
+
 # ----------------------------------------------------------------------------- debiased loss on a batch
 
 
@@ -218,7 +240,7 @@ def debiased_losses(z1: torch.Tensor, z2: torch.Tensor, temperature: float, tau_
 
 
 def class_bias(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor, test_labels: torch.Tensor,
-               class_names: Sequence[str], k: int = 200, temperature: float = 0.1):
+               class_names: Sequence[str], k: int = KNN_K, temperature: float = KNN_TEMPERATURE):
     """Per-class kNN accuracy and uniformity (Wang & Isola 2020) on the test set, worst kNN first.
 
     Columns: ``class, n_test, knn_top1, uniformity`` (lower = the class is spread out more;
@@ -241,6 +263,20 @@ def class_bias(train_features: torch.Tensor, train_labels: torch.Tensor, test_fe
     df = pd.DataFrame(rows)
     df["knn_gap"] = df["knn_top1"] - float(np.nanmean(df["knn_top1"]))
     return df.sort_values("knn_top1", kind="stable").reset_index(drop=True)
+
+
+def sampled_class_bias(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], train_labels, test_labels,
+                       class_names: Sequence[str], k: int = KNN_K, temperature: float = KNN_TEMPERATURE):
+    """:func:`class_bias` of embedded samples of a train and a test split.
+
+    ``train`` and ``test``: (embeddings ``[n, D]``, the sample's indices into the split ``[n]``), as
+    ``ssl_viz.ui.loaders.get_embeddings`` returns them; ``train_labels`` / ``test_labels``: the whole
+    splits' labels ``[N]``.
+    """
+    (tr, tr_idx), (te, te_idx) = train, test
+    ytr, yte = torch.as_tensor(train_labels), torch.as_tensor(test_labels)
+    return class_bias(torch.as_tensor(tr), ytr[torch.as_tensor(tr_idx)], torch.as_tensor(te), yte[torch.as_tensor(te_idx)],
+                      class_names, k=k, temperature=temperature)
 
 
 def compare_bias(tables: dict[str, object]):

@@ -14,12 +14,16 @@ Row order follows ``nt_xent``: rows ``0..N-1`` are the first views of images
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from ssl_viz.augment import BatchAugment
+from ssl_viz.config import AugmentConfig
 
 
 @dataclass
@@ -57,6 +61,11 @@ class ContrastiveBatch:
     def loss(self) -> float:
         """The batch's NT-Xent: the mean of the per-anchor losses."""
         return float(self.losses.mean())
+
+    @property
+    def chance_loss(self) -> float:
+        """The loss of an encoder that cannot tell views apart: ``log(2N - 1)`` (uniform over the candidates)."""
+        return math.log(2 * self.n - 1)
 
     def view_label(self, i: int) -> str:
         """Short name of row ``i``: image number (1-based) and view a/b, e.g. ``3b``."""
@@ -120,6 +129,22 @@ def contrastive_batch(
     z = embed_fn(views).float()
     sim, positives, probs, losses = contrastive_scores(z, temperature)
     return ContrastiveBatch(x, views, [p1, p2], F.normalize(z, dim=1), sim, positives, probs, losses, float(temperature))
+
+
+def random_batch(n_total: int, batch_size: int, seed: int = 0) -> torch.Tensor:
+    """``min(batch_size, n_total)`` distinct indices of ``range(n_total)`` (int64, random order), the same for the same seed."""
+    return torch.randperm(n_total, generator=torch.Generator().manual_seed(int(seed)))[:batch_size]
+
+
+def sampled_contrastive_batch(embed_fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, n: int,
+                              policy: AugmentConfig, temperature: float = 0.5, seed: int = 0) -> tuple[torch.Tensor, ContrastiveBatch]:
+    """:func:`contrastive_batch` of ``n`` images drawn from ``images [M, C, H, W]`` with :func:`random_batch` (``seed``).
+
+    Views come from ``BatchAugment(policy)`` seeded with ``seed`` too. Returns (the drawn indices ``[n]`` into
+    ``images``, the batch). Raises ValueError for fewer than 2 images or an invalid policy.
+    """
+    pick = random_batch(len(images), n, seed)
+    return pick, contrastive_batch(embed_fn, images[pick], BatchAugment(policy), temperature=temperature, seed=int(seed))
 
 
 @torch.inference_mode()

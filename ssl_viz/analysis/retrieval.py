@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 METRICS = ("cosine", "dot", "euclidean")
 
@@ -171,3 +171,22 @@ def prepare_query_image(image: Image.Image, channels: int, size: tuple[int, int]
     arr = np.asarray(image, dtype=np.uint8)
     arr = arr[None] if channels == 1 else arr.transpose(2, 0, 1)
     return torch.from_numpy(arr.copy()).unsqueeze(0)
+
+
+def read_query_image(file, channels: int, size: tuple[int, int]) -> torch.Tensor:
+    """An image file (path or file-like, e.g. an upload) as :func:`prepare_query_image` makes it: uint8 ``[1, channels, H, W]``.
+
+    Raises ValueError, with the decoder's own words, when the file is not a readable image
+    (junk bytes, a truncated file, a decompression bomb over PIL's pixel limit).
+    """
+    try:
+        return prepare_query_image(Image.open(file), channels, size)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def bank_position(indices, index: int) -> int | None:
+    """Where dataset image ``index`` sits in a bank of the images ``indices`` (sorted ``[N]``), or None if it is not there."""
+    indices = np.asarray(indices)
+    pos = int(np.searchsorted(indices, index))
+    return pos if pos < len(indices) and indices[pos] == index else None

@@ -7,12 +7,13 @@
 * :func:`plane_points` / :func:`plane_figure` - Wang & Isola 2020 ("Understanding Contrastive
   Representation Learning through Alignment and Uniformity on the Hypersphere", fig. 2):
   each kNN-monitor record is a point (uniformity, alignment), lower-left is better.
-* :class:`EvolutionRecorder` - a Trainer callback storing unit embeddings of a fixed test sample
-  every kNN-monitor step in ``RUN_DIR/evolution.npz`` (the checkpoint itself is overwritten);
-  :func:`evolution_frames` projects the snapshots to 2-D in one frame of reference using
-  orthogonal Procrustes (Schönemann 1966) and :func:`evolution_figure` animates them.
+* :func:`load_evolution` - the unit embeddings of a fixed test sample that the trainer's
+  :class:`~ssl_viz.train.callbacks.EvolutionRecorder` stores every kNN-monitor step in ``RUN_DIR/evolution.npz``
+  (the checkpoint itself is overwritten); :func:`evolution_frames` projects the snapshots to 2-D in one
+  frame of reference using orthogonal Procrustes (Schönemann 1966) and :func:`evolution_figure` animates them.
+* :func:`live_tiles`, :data:`TABLE_COLUMNS`, :data:`COMPARE_COLUMNS` - what the Train and Runs pages show.
 
-Nothing here imports streamlit; figures are returned, never shown.
+Nothing here imports streamlit, trains or launches; figures are returned, never shown.
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ssl_viz.fileio import atomic_write, read_json
-from ssl_viz.train import Callback
+from ssl_viz.rundir import EVOLUTION, read_card, read_config_dict, read_evolution, read_metrics
 
 if TYPE_CHECKING:
     import pandas as pd
 
-EVOLUTION = "evolution.npz"
 CURVE_METRICS = ("loss", "lr", "images_per_s", "knn_top1", "alignment", "uniformity")
+TABLE_COLUMNS = ["run", "method", "encoder", "dataset", "status", "steps", "kNN", "linear", "alignment", "uniformity", "wall time (s)", "device"]
+COMPARE_COLUMNS = [*TABLE_COLUMNS[:5], "kNN", "linear", "alignment", "uniformity", "augment", "batch", "τ", "seed"]
+SCORE_COLUMNS = ("kNN", "linear", "alignment", "uniformity")   # shown with 3 decimals
+LIVE_TILES = (("loss", "loss", "{:.4f}"), ("learning rate", "lr", "{:.2e}"), ("kNN top-1", "knn_top1", "{:.1%}"),
+              ("images / s", "images_per_s", "{:.0f}"))
 _MONITOR_KEYS = ("knn_top1", "alignment", "uniformity")
 
 
@@ -55,8 +59,7 @@ def clean_metrics(records: list[dict]) -> list[dict]:
 
 
 def read_records(run_dir: str | Path) -> list[dict]:
-    from ssl_viz.train import read_metrics
-
+    """The records of ``metrics.jsonl`` as one history (:func:`clean_metrics`)."""
     return clean_metrics(read_metrics(run_dir))
 
 
@@ -79,16 +82,28 @@ def latest(df, column: str) -> float | None:
     return float(values.iloc[-1]) if len(values) else None
 
 
+def live_tiles(df) -> list[tuple[str, str]]:
+    """(label, text) of the live panel's headline numbers: loss, learning rate, kNN top-1, images/s; "—" when never logged."""
+    tiles = []
+    for name, key, fmt in LIVE_TILES:
+        value = latest(df, key)
+        tiles.append((name, fmt.format(value) if value is not None else "—"))
+    return tiles
+
+
+def has_evolution(run_dir: str | Path) -> bool:
+    """Whether the run has embedding snapshots (``evolution.npz``)."""
+    return (Path(run_dir) / EVOLUTION).exists()
+
+
 def run_table(statuses) -> pd.DataFrame:
     """One row per :class:`~ssl_viz.jobs.RunStatus`: what, how far, how good, how long, where."""
     import pandas as pd
 
-    from ssl_viz.jobs import run_config
-
     rows = []
     for s in statuses:
-        cfg = run_config(s.run_dir)
-        card = read_json(s.run_dir / "card.json", {}) or {}
+        cfg = read_config_dict(s.run_dir) or {}
+        card = read_card(s.run_dir) or {}
         metrics = dict(card.get("metrics") or {})
         df = curve_frame(s.run_dir)
         for key in _MONITOR_KEYS:
@@ -190,69 +205,6 @@ def plane_figure(points):
 # ---------------------------------------------------------------------------- embedding evolution
 
 
-class EvolutionRecorder(Callback):
-    """Every ``every`` steps (and at the start and end): L2-normalised backbone embeddings of a fixed sample of
-    ``samples`` labelled test images, appended to ``RUN_DIR/evolution.npz`` (float16; atomic rewrite).
-
-    Arrays: ``steps [T]``, ``embeddings [T, N, D]``, ``labels [N]``, ``class_names [C]``. Beyond
-    ``max_snapshots`` every other snapshot is dropped (first and last kept). A resumed run keeps the
-    snapshots up to its checkpoint's step.
-    """
-
-    def __init__(self, every: int, samples: int = 500, max_snapshots: int = 60) -> None:
-        self.every, self.samples, self.max_snapshots = every, samples, max_snapshots
-        self.test = None
-
-    def on_train_start(self, trainer) -> None:
-        from ssl_viz.data import load_dataset
-
-        self.test = None
-        if not self.every or trainer.rank != 0 or not trainer.data.has_labels:
-            return
-        test = trainer.test_data or load_dataset(trainer.cfg.dataset, "test", label=trainer.cfg.dataset_label)
-        self.test = test.head(self.samples, seed=3)
-        old = load_evolution(trainer.run_dir)
-        keep = [i for i, s in enumerate(old.steps) if s <= trainer.state.step] if old is not None else []
-        self.steps = [int(old.steps[i]) for i in keep] if keep else []
-        self.embeddings = [old.embeddings[i] for i in keep] if keep else []
-        if trainer.state.step not in self.steps:
-            self.snapshot(trainer)
-
-    def on_step_end(self, trainer, logs: dict) -> None:
-        if self.test is not None and trainer.state.step % self.every == 0:
-            self.snapshot(trainer)
-
-    def on_train_end(self, trainer) -> None:
-        if self.test is not None and not str(trainer.state.stop_reason).startswith("diverged") and trainer.state.step not in self.steps:
-            self.snapshot(trainer)
-
-    def snapshot(self, trainer) -> None:
-        import torch
-        import torch.nn.functional as F
-
-        from ssl_viz.evaluate import embed_dataset
-
-        method = trainer.method
-        was_training = method.training
-        method.eval()
-        with torch.inference_mode():
-            z = F.normalize(embed_dataset(method.encoder, self.test.images, device=trainer.device), dim=1)
-        method.train(was_training)
-        self.steps.append(int(trainer.state.step))
-        self.embeddings.append(z.numpy().astype(np.float16))
-        if len(self.steps) > self.max_snapshots:
-            keep = sorted(set(range(0, len(self.steps) - 1, 2)) | {len(self.steps) - 1})
-            self.steps, self.embeddings = [self.steps[i] for i in keep], [self.embeddings[i] for i in keep]
-        arrays = {"steps": np.asarray(self.steps, dtype=np.int64), "embeddings": np.stack(self.embeddings),
-                  "labels": self.test.labels.numpy(), "class_names": np.asarray(self.test.class_names, dtype=str)}
-
-        def write(tmp: str) -> None:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
-
-        atomic_write(trainer.run_dir / EVOLUTION, write)
-
-
 @dataclass
 class Evolution:
     steps: np.ndarray          # [T]
@@ -263,12 +215,10 @@ class Evolution:
 
 def load_evolution(run_dir: str | Path) -> Evolution | None:
     """The snapshots of ``RUN_DIR/evolution.npz`` (None when there are none or the file is unreadable)."""
-    path = Path(run_dir) / EVOLUTION
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return Evolution(data["steps"], data["embeddings"].astype(np.float32), data["labels"], [str(c) for c in data["class_names"]])
-    except (OSError, KeyError, ValueError):
+    data = read_evolution(run_dir)
+    if data is None:
         return None
+    return Evolution(data["steps"], data["embeddings"].astype(np.float32), data["labels"], [str(c) for c in data["class_names"]])
 
 
 def orthogonal_procrustes(A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, float]:
@@ -348,7 +298,7 @@ def evolution_figure(coords: np.ndarray, labels: np.ndarray, steps: np.ndarray, 
 
 
 __all__ = [
-    "EVOLUTION", "Evolution", "EvolutionRecorder", "clean_metrics", "curve_frame", "curves_figure", "evolution_figure",
-    "evolution_frames", "latest", "live_figure", "load_evolution", "orthogonal_procrustes", "plane_figure", "plane_points",
-    "procrustes_align", "read_records", "run_table",
+    "COMPARE_COLUMNS", "CURVE_METRICS", "EVOLUTION", "Evolution", "SCORE_COLUMNS", "TABLE_COLUMNS", "clean_metrics", "curve_frame",
+    "curves_figure", "evolution_figure", "evolution_frames", "has_evolution", "latest", "live_figure", "live_tiles", "load_evolution",
+    "orthogonal_procrustes", "plane_figure", "plane_points", "procrustes_align", "read_records", "run_table",
 ]

@@ -66,6 +66,22 @@ def get_embeddings(source: str, dataset: str, split: str, representation: str, n
     return arrays["embeddings"], arrays["indices"]
 
 
+@st.cache_data(max_entries=8, show_spinner=False)
+def channel_scores(source: str, encoder_name: str | None, dataset: str, layer: str, n: int, version: str) -> tuple[torch.Tensor, np.ndarray]:
+    """Mean activation of every channel of ``layer`` for a fixed sample of ``n`` test images: (``[n, C]``, indices ``[n]``).
+
+    ``version`` (the checkpoint's fingerprint) makes a retrained checkpoint at the same path a new entry.
+    """
+    from ssl_viz.analysis.feature_maps import layer_scores
+
+    model, ds = get_model(source, encoder_name), get_dataset(dataset, "test")
+    idx = sample_indices(len(ds), n)
+    bar = st.progress(0.0, text=f"Running {len(idx)} test images through {layer}…")
+    scores = layer_scores(model.encoder, ds.images[idx], layer, progress=lambda f: bar.progress(f))
+    bar.empty()
+    return scores, idx
+
+
 def dataset_or_stop(ws, split: str = "test") -> ImageDataset:
     """The workspace dataset's ``split``; one clear ``st.error`` (never a traceback) ends the page if it cannot load."""
     try:

@@ -43,6 +43,29 @@ def available_models() -> list[tuple[str, Path, dict]]:
     return list_models(models_dir(), runs_dir())
 
 
+def comparison_models(current: str, encoder_name: str) -> tuple[list[str | None], dict[str, str], int]:
+    """Models to show beside the workspace model ``current``: ``(options, labels, n_supervised)``.
+
+    ``options`` starts with None (no comparison), then supervised references (supervised runs and
+    ImageNet cards; those of the same architecture ``encoder_name`` first: a fair pair), then the rest;
+    ``labels`` maps each path to its display name.
+    """
+    others = {str(p): (label, card) for label, p, card in available_models() if str(p) != current}
+    supervised = [p for p, (_, c) in others.items() if c.get("method") == "supervised" or str(c.get("source", "")).startswith("imagenet:")]
+    supervised.sort(key=lambda p: others[p][1].get("encoder") != encoder_name)
+    options = [None] + supervised + [p for p in others if p not in supervised]
+    return options, {p: label for p, (label, _) in others.items()}, len(supervised)
+
+
+def parse_indices(text: str, n: int) -> list[int] | None:
+    """Image indices typed as ``"0, 1, 2"`` (commas or spaces); None unless every token is an index below ``n``."""
+    tokens = text.replace(",", " ").split()
+    indices = [int(t) for t in tokens if t.isdigit()]
+    if not tokens or len(indices) != len(tokens) or max(indices) >= n:
+        return None
+    return indices
+
+
 def default_model() -> str:
     env = os.environ.get("SSL_VIZ_DEFAULT_MODEL")
     if env:

@@ -1,0 +1,58 @@
+"""Widgets and guards shared by the data views (Pairs, Negatives & bias, Embeddings, Retrieval)."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from ssl_viz.analysis.projection import is_projection_cached, project_cached, umap_is_warm
+from ssl_viz.ui.loaders import get_dataset, get_model
+from ssl_viz.ui.workspace import current_workspace
+
+SAMPLE_SIZES = (250, 500, 1000, 2000, 5000, 10000)   # offered sample sizes; more than the data is capped at its size
+DEFAULT_SAMPLE = 2000
+PROJECTIONS = {"UMAP": "umap", "t-SNE": "tsne", "PCA": "pca"}   # shown name -> ssl_viz.analysis.projection method
+
+
+def sample_size_picker(container, label: str, n_total: int, key: str) -> int:
+    """How many of ``n_total`` images to embed: a ``select_slider`` in ``container`` (``st`` or a column).
+
+    Offers the :data:`SAMPLE_SIZES` below ``n_total`` and ``min(n_total, 10000)``, starting at 2000
+    (or the largest); with one choice only, no widget and that size.
+    """
+    sizes = sorted({s for s in SAMPLE_SIZES if s < n_total} | {min(n_total, SAMPLE_SIZES[-1])})
+    if len(sizes) == 1:
+        return sizes[0]
+    return container.select_slider(label, sizes, value=DEFAULT_SAMPLE if DEFAULT_SAMPLE in sizes else sizes[-1], key=key)
+
+
+def project_with_spinner(embeddings: np.ndarray, key: dict, method: str, dims: int) -> np.ndarray:
+    """:func:`~ssl_viz.analysis.projection.project_cached` of ``embeddings [N, D]`` to ``[N, dims]`` under a spinner.
+
+    ``method`` is a shown name of :data:`PROJECTIONS`. The spinner says when a projection is not
+    cached and will take a while, and warns of numba's compilation before the first UMAP in a process.
+    """
+    code = PROJECTIONS[method]
+    slow = "" if code == "pca" or is_projection_cached(embeddings, key, code, dims) else f"Running {method} on {len(embeddings)} points…"
+    if code == "umap" and slow and not umap_is_warm():
+        slow += " The first UMAP in a fresh server compiles numba code (30-60 s); later ones take seconds."
+    with st.spinner(slow or "Projecting…"):
+        return project_cached(embeddings, key, code, dims)
+
+
+def labelled_workspace_or_stop(needs: str):
+    """The workspace with its model and labelled test and train sets ``(ws, model, test_ds, train_ds)``.
+
+    A model or dataset that cannot be loaded ends the page with one ``st.error`` ("Cannot load the
+    workspace: ..."); a dataset without labels ends it with "<dataset> has no labels: <needs>.".
+    """
+    ws = current_workspace()
+    try:
+        model, test_ds, train_ds = get_model(ws.model, ws.encoder), get_dataset(ws.dataset, "test", ws.label), get_dataset(ws.dataset, "train", ws.label)
+    except Exception as exc:  # a bad model or dataset must not take the page down
+        st.error(f"Cannot load the workspace: {exc}")
+        st.stop()
+    if not test_ds.has_labels:
+        st.error(f"{ws.dataset} has no labels: {needs}.")
+        st.stop()
+    return ws, model, test_ds, train_ds

@@ -1,0 +1,27 @@
+"""Uploaded images on a page: the file picker, and a decoded tensor or one clear message (never a traceback)."""
+
+from __future__ import annotations
+
+import streamlit as st
+import torch
+
+from ssl_viz.analysis.retrieval import read_query_image
+
+IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "webp"]
+
+
+def uploaded_query_or_stop(label: str, key: str, hint: str, channels: int, size: tuple[int, int]) -> torch.Tensor:
+    """A file picker for one query image, decoded like a dataset image: uint8 ``[1, channels, H, W]``.
+
+    Without a file the page shows ``hint`` (``st.info``) and stops; a file that is not a readable
+    image (junk, a decompression bomb) ends it with one ``st.error`` naming the file.
+    """
+    upload = st.file_uploader(label, type=IMAGE_TYPES, key=key)
+    if upload is None:
+        st.info(hint)
+        st.stop()
+    try:
+        return read_query_image(upload, channels, size)
+    except Exception as exc:  # any decoder failure is the upload's fault: say so, do not take the page down
+        st.error(f"Cannot read {upload.name} as an image: {exc}")
+        st.stop()
