@@ -1,6 +1,9 @@
 """Checkpoints: round trip, foreign layouts, refusal of unsafe or broken files."""
 
+import argparse
+import pathlib
 import pickle
+import types
 
 import pytest
 import torch
@@ -132,3 +135,122 @@ def test_bare_file_needs_encoder_and_missing_path(tmp_path):
         load_model(tmp_path / "x.pt")
     with pytest.raises(CheckpointError, match="no model"):
         load_model(tmp_path / "nope")
+
+
+# ---------------------------------------------------------------- issue 15, kind 1: partial loads, compile prefix, DINO args
+
+
+def test_a_file_missing_encoder_tensors_is_refused_unless_partial(tmp_path):
+    enc, state = _cifar_state()
+    dropped = sorted(k for k in state if k.startswith("layer4.") and not k.endswith("num_batches_tracked"))
+    torch.save({"state_dict": {f"module.encoder_q.{k}": v for k, v in state.items() if not k.startswith("layer4.")}}, tmp_path / "p.pth")
+    with pytest.raises(CheckpointError) as info:
+        load_model(tmp_path / "p.pth", encoder="resnet18-cifar")
+    message = str(info.value)
+    assert f"{len(dropped)} of the encoder's {len(state)} tensors are missing" in message and dropped[0] in message
+    assert "--allow-partial" in message and "\n" not in message
+    model = load_model(tmp_path / "p.pth", encoder="resnet18-cifar", allow_partial=True)
+    assert model.report.missing == dropped and model.report.loaded == len(state) - len([k for k in state if k.startswith("layer4.")])
+    assert torch.equal(model.encoder.body.conv1.weight, state["conv1.weight"])
+
+
+def test_shape_mismatch_counts_as_missing_and_counters_may_be_absent(tmp_path):
+    _, state = _cifar_state()
+    no_counters = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    torch.save(no_counters, tmp_path / "a.pt")  # e.g. exported without BatchNorm's step counters: nothing real is missing
+    assert not load_model(tmp_path / "a.pt", encoder="resnet18-cifar").report.missing
+    no_counters["fc_like"] = torch.zeros(3)
+    no_counters["layer1.0.conv1.weight"] = torch.zeros(16, 16, 1, 1)  # another architecture's block
+    torch.save(no_counters, tmp_path / "b.pt")
+    with pytest.raises(CheckpointError, match="1 of the encoder's .* tensors are missing from it or of another shape .*layer1.0.conv1.weight"):
+        load_model(tmp_path / "b.pt", encoder="resnet18-cifar")
+
+
+@pytest.mark.parametrize("prefix", ["_orig_mod.", "module._orig_mod.", "_orig_mod.backbone.", "backbone._orig_mod."])
+def test_torch_compile_prefix_is_understood(tmp_path, prefix):
+    enc, state = _cifar_state()
+    torch.save({"state_dict": {prefix + k: v for k, v in state.items()}}, tmp_path / "c.pt")
+    model = load_model(tmp_path / "c.pt", encoder="resnet18-cifar")
+    assert model.report.loaded == len(state) and "torch.compile" in model.report.layout
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model.encoder.eval()(x), enc.eval()(x), atol=1e-5)
+
+
+def test_a_run_saved_from_a_compiled_method_loads(tmp_path):
+    from ssl_viz.checkpoint import save_state
+
+    cfg = TrainConfig(method="simclr", encoder="small-cnn", encoder_width=8, method_cfg=MethodConfig(proj_dim=16, proj_hidden=32))
+    method = build_method("simclr", build_encoder("small-cnn", 1, 8), cfg.method_cfg, num_samples=10, num_classes=10).eval()
+    save_run(tmp_path / "run", method, cfg, {"method": "simclr", "encoder": "small-cnn", "in_channels": 1, "num_samples": 10, "num_classes": 10})
+    save_state(tmp_path / "run", {f"_orig_mod.{k}": v for k, v in method.state_dict().items()})
+    model = load_model(tmp_path / "run")
+    x = torch.rand(2, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(model.encoder(x), method.encoder(x), atol=1e-6)
+
+
+def test_dino_training_checkpoint_with_its_argparse_namespace_loads(tmp_path):
+    enc, state = _cifar_state()
+    args = argparse.Namespace(arch="resnet18", lr=0.0005, epochs=100, out_dim=65536, use_fp16=True, data_path="/data/imagenet",
+                              global_crops_scale=(0.4, 1.0), drop_path_rate=0.1, dist_url="env://")
+    torch.save({"student": {f"module.backbone.{k}": v for k, v in state.items()}, "teacher": {f"backbone.{k}": v for k, v in state.items()},
+                "optimizer": {"state": {}, "param_groups": []}, "epoch": 100, "args": args,
+                "dino_loss": {"center": torch.zeros(1, 65536)}}, tmp_path / "checkpoint.pth")
+    model = load_model(tmp_path / "checkpoint.pth", encoder="resnet18-cifar")
+    assert model.report.loaded == len(state) and model.report.layout == "backbone"
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model.encoder.eval()(x), enc.eval()(x), atol=1e-5)
+
+
+class NamespaceLookalike:  # a class of this test module: not a plain container
+    def __init__(self):
+        self.lr = 0.1
+
+
+class ArgsSubclass(argparse.Namespace):
+    """The allowance is for argparse.Namespace itself, nothing derived from it."""
+
+
+@pytest.mark.parametrize("extra", ["simple_namespace", "lookalike", "subclass", "namespace_holding_code", "path"])
+def test_only_the_plain_namespace_is_allowed_beside_the_weights(tmp_path, extra):
+    marker = tmp_path / "pwned"
+    objects = {
+        "simple_namespace": lambda: types.SimpleNamespace(lr=0.1),
+        "lookalike": NamespaceLookalike,
+        "subclass": lambda: ArgsSubclass(lr=0.1),
+        "namespace_holding_code": lambda: argparse.Namespace(lr=0.1, hook=OpenOnLoad(marker)),
+        "path": lambda: pathlib.PurePosixPath("/data/imagenet"),
+    }
+    _, state = _cifar_state()
+    torch.save({"teacher": {f"backbone.{k}": v for k, v in state.items()}, "args": objects[extra]()}, tmp_path / "x.pth")
+    with pytest.raises(CheckpointError, match="weights_only"):
+        load_model(tmp_path / "x.pth", encoder="resnet18-cifar")
+    assert not marker.exists()
+
+
+def test_ssl_viz_allows_exactly_one_class_beside_torchs_own():
+    import subprocess
+    import sys
+
+    code = ("import torch; before = list(torch.serialization.get_safe_globals()); import ssl_viz.cli, ssl_viz.checkpoint; "
+            "print([f'{g.__module__}.{g.__qualname__}' for g in torch.serialization.get_safe_globals() if g not in before])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.strip() == "['argparse.Namespace']"
+
+
+class OpenOnLoad:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_negative_batchnorm_variance_is_refused(tmp_path):
+    _, state = _cifar_state()
+    state["layer2.0.bn1.running_var"][3] = -0.5
+    torch.save(state, tmp_path / "bn.pt")
+    with pytest.raises(CheckpointError, match="negative running variance in 1 tensors, e.g. body.layer2.0.bn1.running_var"):
+        load_model(tmp_path / "bn.pt", encoder="resnet18-cifar")

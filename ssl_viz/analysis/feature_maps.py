@@ -209,18 +209,22 @@ def top_activating(encoder: nn.Module, images: torch.Tensor, layer: str, channel
 def load_image(file, channels: int, size: tuple[int, int] | None = None) -> torch.Tensor:
     """An image file (path or file-like, e.g. an upload) as float ``[1, channels, H, W]`` in [0, 1].
 
-    Converted to grayscale or RGB to match ``channels`` and resized (bilinear) to ``size`` = (H, W) if given.
+    Decoded as a dataset file is (:func:`ssl_viz.data.decode.decode_image`: EXIF orientation, 16-bit
+    scaling, transparency over white, grayscale or RGB to match ``channels``), and, given ``size`` = (H, W),
+    short side resized and centre-cropped to it (else kept at its own size).
     Raises :class:`FeatureMapError` when the file is not a readable image.
     """
-    from PIL import Image, UnidentifiedImageError
+    from ssl_viz.data.decode import ImageDecodeError, channels_mode, decode_image, open_image
 
     try:
-        pil = Image.open(file)
-        pil = pil.convert("L" if channels == 1 else "RGB")
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
+        if size is None:
+            with open_image(file) as img:
+                size = (img.height, img.width)
+                if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF rotation by 90 degrees swaps the sides
+                    size = (img.width, img.height)
+            if hasattr(file, "seek"):
+                file.seek(0)
+        array = decode_image(file, size, channels_mode(channels))
+    except (ImageDecodeError, ValueError) as exc:
         raise FeatureMapError(f"not a readable image ({exc.__class__.__name__}: {exc})"[:300]) from exc
-    if size is not None:
-        pil = pil.resize((size[1], size[0]), Image.BILINEAR)
-    a = torch.from_numpy(np.asarray(pil, dtype=np.uint8).copy())
-    a = a.unsqueeze(0) if a.ndim == 2 else a.permute(2, 0, 1)
-    return (a.float() / 255.0).unsqueeze(0)
+    return (torch.from_numpy(array).float() / 255.0).unsqueeze(0)

@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from ssl_viz.data.decode import channels_mode, decode_image, prepare_image
 
 METRICS = ("cosine", "dot", "euclidean")
 
@@ -152,37 +154,23 @@ def worst_queries(neighbor_labels, query_labels, n: int = 8) -> pd.DataFrame:
 
 
 def prepare_query_image(image: Image.Image, channels: int, size: tuple[int, int]) -> torch.Tensor:
-    """An uploaded picture as one dataset-like image: uint8 ``[1, channels, H, W]``.
+    """An opened picture as one dataset-like image: uint8 ``[1, channels, H, W]``.
 
-    Converted to grayscale or RGB, centre-cropped to the dataset's aspect ratio,
-    and resized (antialiased) to ``size`` = (H, W).
+    Decoded as a dataset file is (:func:`ssl_viz.data.decode.prepare_image`): EXIF orientation applied,
+    16-bit scaled, transparency over white, converted to grayscale or RGB, short side resized (bicubic)
+    and centre-cropped to ``size`` = (H, W).
     """
-    image = image.convert("L" if channels == 1 else "RGB")
-    h, w = size
-    iw, ih = image.size
-    target = w / h
-    if iw / ih > target:  # too wide: crop width
-        nw = int(round(ih * target))
-        image = image.crop(((iw - nw) // 2, 0, (iw - nw) // 2 + nw, ih))
-    elif iw / ih < target:
-        nh = int(round(iw / target))
-        image = image.crop((0, (ih - nh) // 2, iw, (ih - nh) // 2 + nh))
-    image = image.resize((w, h), Image.LANCZOS)
-    arr = np.asarray(image, dtype=np.uint8)
-    arr = arr[None] if channels == 1 else arr.transpose(2, 0, 1)
-    return torch.from_numpy(arr.copy()).unsqueeze(0)
+    return torch.from_numpy(prepare_image(image, size, channels_mode(channels))).unsqueeze(0)
 
 
 def read_query_image(file, channels: int, size: tuple[int, int]) -> torch.Tensor:
-    """An image file (path or file-like, e.g. an upload) as :func:`prepare_query_image` makes it: uint8 ``[1, channels, H, W]``.
+    """An image file (path or file-like, e.g. an upload) as a dataset image: uint8 ``[1, channels, H, W]``.
 
-    Raises ValueError, with the decoder's own words, when the file is not a readable image
-    (junk bytes, a truncated file, a decompression bomb over PIL's pixel limit).
+    The same pixels as the file would get inside a folder dataset of that size and channels
+    (:func:`ssl_viz.data.decode.decode_image`). Raises ValueError, with the decoder's own words, when the
+    file is not a readable image (junk bytes, a truncated file, a decompression bomb).
     """
-    try:
-        return prepare_query_image(Image.open(file), channels, size)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(str(exc)) from exc
+    return torch.from_numpy(decode_image(file, size, channels_mode(channels))).unsqueeze(0)
 
 
 def bank_position(indices, index: int) -> int | None:

@@ -11,7 +11,10 @@ A run directory (or a shipped model in ``models/``) holds::
 read-only), and so does a foreign checkpoint file: torchvision, MoCo
 (``module.encoder_q.``), SwAV (``module.``), DINO (``teacher``/``student`` +
 ``backbone.``), lightly and solo-learn (``state_dict`` + ``backbone.``) layouts
-are recognised, mapped, and reported (missing / unexpected keys).
+are recognised (also under ``torch.compile``'s ``_orig_mod.``), mapped, and reported (missing /
+unexpected keys); a file that leaves encoder tensors missing is refused unless a partial load is
+allowed. Torch files are read with ``weights_only=True``, DINO's ``argparse.Namespace`` the only
+class allowed besides tensors and plain containers.
 A model card may also name ``"source": "imagenet:mobilenet_v2"``: the ImageNet
 reference is then built from torchvision weights found offline.
 
@@ -24,12 +27,14 @@ The file names (``CHECKPOINT``, ``CARD``, ``CONFIG``, ``TRAINER_STATE``) are :mo
 """
 
 from ssl_viz.checkpoint.foreign import (
+    COUNTERS,
     FOREIGN_PREFIXES,
     MAX_WIDTH,
     RESNET_CHILDREN,
     infer_in_channels,
     load_foreign,
     load_imagenet_reference,
+    partial_load_message,
     sequential_to_named,
     strip_prefixes,
 )
@@ -45,12 +50,22 @@ from ssl_viz.checkpoint.run import (
     save_run,
     ship_run,
 )
-from ssl_viz.checkpoint.tensors import NESTED_KEYS, read_state_dict, save_state, unwrap_state_dict
+from ssl_viz.checkpoint.tensors import (
+    COMPILE_PREFIX,
+    NESTED_KEYS,
+    SAFE_CONTAINERS,
+    drop_compile_prefix,
+    read_state_dict,
+    save_state,
+    unwrap_state_dict,
+)
 from ssl_viz.rundir import CARD, CHECKPOINT, CONFIG, TRAINER_STATE
 
 __all__ = [
-    "CARD", "CHECKPOINT", "CONFIG", "FOREIGN_PREFIXES", "MAX_WIDTH", "NESTED_KEYS", "RESNET_CHILDREN", "SHIPPED_PREFIXES", "TRAINER_STATE",
-    "CheckpointError", "FitReport", "LoadReport", "LoadedModel", "check_finite", "fit_report", "infer_in_channels", "is_model_dir",
-    "library_versions", "list_models", "load_foreign", "load_imagenet_reference", "load_model", "load_run", "load_trainer_state",
-    "read_state_dict", "save_run", "save_state", "sequential_to_named", "ship_run", "strip_prefixes", "unwrap_state_dict",
+    "CARD", "CHECKPOINT", "COMPILE_PREFIX", "CONFIG", "COUNTERS", "FOREIGN_PREFIXES", "MAX_WIDTH", "NESTED_KEYS",
+    "RESNET_CHILDREN", "SAFE_CONTAINERS", "SHIPPED_PREFIXES", "TRAINER_STATE",
+    "CheckpointError", "FitReport", "LoadReport", "LoadedModel", "check_finite", "drop_compile_prefix", "fit_report",
+    "infer_in_channels", "is_model_dir", "library_versions", "list_models", "load_foreign", "load_imagenet_reference",
+    "load_model", "load_run", "load_trainer_state", "partial_load_message", "read_state_dict", "save_run", "save_state",
+    "sequential_to_named", "ship_run", "strip_prefixes", "unwrap_state_dict",
 ]

@@ -1,7 +1,8 @@
 """Checkpoints made elsewhere: torchvision, MoCo (``module.encoder_q.``), SwAV (``module.``), DINO
 (``teacher``/``student`` + ``backbone.``), lightly and solo-learn (``state_dict`` + ``backbone.``) key layouts
-are recognised, mapped onto an ssl-viz encoder, and reported (missing / unexpected keys); and the
-supervised ImageNet references built from torchvision weights found offline.
+are recognised (also with ``torch.compile``'s ``_orig_mod.``), mapped onto an ssl-viz encoder, and
+reported (missing / unexpected keys); a file that leaves encoder tensors missing is refused unless a
+partial load is allowed. And the supervised ImageNet references built from torchvision weights found offline.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from ssl_viz.checkpoint.report import CheckpointError, LoadedModel, LoadReport, check_finite
-from ssl_viz.checkpoint.tensors import read_state_dict
+from ssl_viz.checkpoint.tensors import drop_compile_prefix, read_state_dict
 from ssl_viz.encoders import ENCODERS, EncoderError, build_encoder
 
 FOREIGN_PREFIXES = (
@@ -21,10 +22,15 @@ FOREIGN_PREFIXES = (
 )
 MAX_WIDTH = 1024  # largest base width of small-cnn / resnet18-cifar accepted from a checkpoint file
 RESNET_CHILDREN = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
+COUNTERS = ("num_batches_tracked",)  # BatchNorm's step counters: unused in eval mode, often left out of files
 
 
 def strip_prefixes(state: dict[str, torch.Tensor], target_keys: set[str]) -> tuple[dict[str, torch.Tensor], str]:
-    """Map foreign keys onto ``target_keys`` by removing known prefixes; returns (mapped, layout name)."""
+    """Map foreign keys onto ``target_keys`` by removing known prefixes; returns (mapped, layout name).
+
+    ``torch.compile``'s ``_orig_mod.`` is dropped first, wherever it sits (``module._orig_mod.encoder_q.conv1.weight``).
+    """
+    state, compiled = drop_compile_prefix(state)
     best, best_layout, best_hits = {}, "unknown", -1
     for prefix in ("",) + FOREIGN_PREFIXES:
         mapped = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
@@ -33,7 +39,7 @@ def strip_prefixes(state: dict[str, torch.Tensor], target_keys: set[str]) -> tup
             hits = len(set(candidate) & target_keys)
             if hits > best_hits:
                 best, best_layout, best_hits = candidate, (prefix.rstrip(".") or "plain") + suffix, hits
-    return best, best_layout
+    return best, best_layout + (" (torch.compile)" if compiled else "")
 
 
 def sequential_to_named(key: str) -> str:
@@ -50,8 +56,18 @@ def infer_in_channels(state: dict[str, torch.Tensor]) -> int:
     return 3
 
 
-def load_foreign(path: str | Path, encoder_name: str, width: int | None = None) -> LoadedModel:
-    """Load a foreign checkpoint file into encoder ``encoder_name`` (keys mapped, report kept)."""
+def load_foreign(path: str | Path, encoder_name: str, width: int | None = None, allow_partial: bool = False) -> LoadedModel:
+    """Load a foreign checkpoint file into encoder ``encoder_name`` (keys mapped, report kept).
+
+    Every tensor of the encoder must come from the file (BatchNorm's ``num_batches_tracked`` counters
+    aside): a file of another architecture (a ResNet-50 read as a ResNet-18) leaves some of them random,
+    which is refused unless ``allow_partial``; the :class:`LoadReport` lists what was missing and what was
+    left over either way.
+
+    Raises:
+        CheckpointError: unreadable or unsafe file, no tensor matching, or (without ``allow_partial``)
+            encoder tensors missing from the file or of another shape there.
+    """
     if encoder_name not in ENCODERS:
         raise CheckpointError(f"unknown encoder {encoder_name!r}; choose one of: {', '.join(ENCODERS)}")
     state = read_state_dict(path)
@@ -79,16 +95,27 @@ def load_foreign(path: str | Path, encoder_name: str, width: int | None = None) 
             f"{Path(path).name}: no tensor matches encoder {encoder_name} "
             f"(first keys: {', '.join(list(state)[:4])}); is --encoder right?"
         )
-    module.load_state_dict(usable, strict=False)
     report = LoadReport(
         layout=layout,
-        missing=sorted(set(target) - set(usable)),
+        missing=sorted(k for k in set(target) - set(usable) if not k.endswith(COUNTERS)),
         unexpected=sorted((set(mapped) - set(target)) | set(mismatched)),
         loaded=len(usable),
     )
+    if report.missing and not allow_partial:
+        raise CheckpointError(partial_load_message(Path(path).name, encoder_name, report, len(target)))
+    module.load_state_dict(usable, strict=False)
     check_finite(encoder, path)
     card = {"name": Path(path).name, "method": "imported", "encoder": encoder_name, "in_channels": in_channels, "import_report": report.summary()}
     return LoadedModel(encoder.eval(), None, None, card, str(path), report)
+
+
+def partial_load_message(name: str, encoder_name: str, report: LoadReport, n_target: int) -> str:
+    """One line refusing a file that leaves ``report.missing`` of the encoder's ``n_target`` tensors random."""
+    shown = ", ".join(report.missing[:3]) + (", ..." if len(report.missing) > 3 else "")
+    extra = f"; {len(report.unexpected)} tensors of the file are unexpected" if report.unexpected else ""
+    return (f"{name} does not fit encoder {encoder_name} ({report.layout} layout): {len(report.missing)} of the encoder's "
+            f"{n_target} tensors are missing from it or of another shape ({shown}){extra}; is --encoder right? "
+            "To use it anyway with those tensors left random, allow a partial load (--allow-partial)")
 
 
 def load_imagenet_reference(card: dict, where: Path | str) -> LoadedModel:

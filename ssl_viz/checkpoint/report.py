@@ -103,6 +103,16 @@ def fit_report(target: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) 
 
 
 def check_finite(module: nn.Module, source) -> None:
-    bad = [n for n, p in module.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
+    """Refuse weights that cannot give numbers: NaN/inf values, or a negative BatchNorm running variance.
+
+    A negative variance is corrupt statistics (normalising by its square root gives NaN for every image).
+    Raises :class:`CheckpointError` naming how many tensors and the first one.
+    """
+    state = module.state_dict()
+    bad = [n for n, p in state.items() if p.is_floating_point() and not torch.isfinite(p).all()]
     if bad:
         raise CheckpointError(f"{Path(str(source)).name}: non-finite (NaN/inf) values in {len(bad)} tensors, e.g. {bad[0]}")
+    negative = [n for n, p in state.items() if n.endswith("running_var") and p.is_floating_point() and bool((p < 0).any())]
+    if negative:
+        raise CheckpointError(f"{Path(str(source)).name}: corrupt BatchNorm statistics: negative running variance in "
+                              f"{len(negative)} tensors, e.g. {negative[0]}")

@@ -19,7 +19,7 @@ from torch import nn
 
 from ssl_viz.checkpoint.foreign import load_foreign, load_imagenet_reference
 from ssl_viz.checkpoint.report import CheckpointError, LoadedModel, LoadReport, check_finite, fit_report
-from ssl_viz.checkpoint.tensors import read_state_dict, save_state
+from ssl_viz.checkpoint.tensors import drop_compile_prefix, read_state_dict, save_state
 from ssl_viz.config import TrainConfig, from_dict, to_dict
 from ssl_viz.encoders import ENCODERS, build_encoder
 from ssl_viz.fileio import atomic_write, atomic_write_json, read_json
@@ -93,7 +93,7 @@ def load_run(run_dir: str | Path) -> LoadedModel:
         raise
     except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, MemoryError) as exc:
         raise CheckpointError(f"{run_dir.name}: {CONFIG} / {CARD} do not describe a model that can be built ({str(exc)[:200]})") from exc
-    state = read_state_dict(run_dir / CHECKPOINT)
+    state, _ = drop_compile_prefix(read_state_dict(run_dir / CHECKPOINT))
     report = fit_report(method.state_dict(), state)
     report.missing = [k for k in report.missing if k.startswith(SHIPPED_PREFIXES)]  # training-only state may be left out (ship_run)
     if report.missing or report.mismatched:
@@ -110,15 +110,19 @@ def load_run(run_dir: str | Path) -> LoadedModel:
     return LoadedModel(method.encoder, method.projector, classifier, {"name": run_dir.name, **card}, str(run_dir), report)
 
 
-def load_model(source: str | Path, encoder: str | None = None) -> LoadedModel:
-    """Load a run directory, a shipped model, or a checkpoint file (with ``encoder``)."""
+def load_model(source: str | Path, encoder: str | None = None, allow_partial: bool = False) -> LoadedModel:
+    """Load a run directory, a shipped model, or a checkpoint file (with ``encoder``).
+
+    ``allow_partial`` lets a foreign file that lacks some of the encoder's tensors load anyway (those stay
+    random; see :func:`~ssl_viz.checkpoint.foreign.load_foreign`). Raises :class:`CheckpointError`.
+    """
     path = Path(source)
     if path.is_dir():
         return load_run(path)
     if path.is_file():
         if encoder is None:
             raise CheckpointError(f"{path.name} is a bare checkpoint file: say which encoder it is for (--encoder, one of {', '.join(ENCODERS)})")
-        return load_foreign(path, encoder)
+        return load_foreign(path, encoder, allow_partial=allow_partial)
     raise CheckpointError(f"no model at {source}")
 
 

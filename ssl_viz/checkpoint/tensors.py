@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
@@ -12,6 +13,13 @@ from ssl_viz.fileio import atomic_write
 from ssl_viz.rundir import CHECKPOINT
 
 NESTED_KEYS = ("state_dict", "model", "teacher", "student", "online_network", "module")
+# The only Python class a torch checkpoint may hold besides tensors and plain containers: DINO's training
+# checkpoints store their command line (``"args": argparse.Namespace(...)``). Its values must be plain too.
+SAFE_CONTAINERS = [argparse.Namespace]
+# Allowed once for the process, not in a ``safe_globals`` context: that context swaps a process-wide list, which
+# concurrent loads (browser sessions) could undo for each other.
+torch.serialization.add_safe_globals(SAFE_CONTAINERS)
+COMPILE_PREFIX = "_orig_mod."  # torch.compile's wrapper inserts it before the compiled module's keys
 
 
 def save_state(run_dir: str | Path, state: dict[str, torch.Tensor]) -> None:
@@ -45,7 +53,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except Exception as exc:
             raise CheckpointError(f"{path.name} is not a readable safetensors file ({exc})") from exc
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True)  # SAFE_CONTAINERS allowed (DINO's argparse.Namespace)
     except Exception as exc:
         raise CheckpointError(f"{path.name} cannot be loaded safely as weights (weights_only=True): {_torch_load_reason(exc)}; "
                               "ssl-viz never runs code from a checkpoint") from exc
@@ -62,6 +70,13 @@ def _torch_load_reason(exc: Exception) -> str:
         text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
         return f"not a plain weights file ({' '.join(text.split())[:160] or 'unsupported content'})"
     return " ".join((text.splitlines() or [type(exc).__name__])[0].split())[:200] or type(exc).__name__
+
+
+def drop_compile_prefix(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], bool]:
+    """Keys of a ``torch.compile``-d module without its ``_orig_mod.`` (at any depth); returns (state, whether any had it)."""
+    if not any(COMPILE_PREFIX in k for k in state):
+        return state, False
+    return {k.replace(COMPILE_PREFIX, ""): v for k, v in state.items()}, True
 
 
 def unwrap_state_dict(obj, prefer: str = "teacher", depth: int = 0) -> dict[str, torch.Tensor]:

@@ -8,10 +8,10 @@ Two layouts are understood:
 * **flat**: images directly in ``root`` and no sub-folder holding images:
   unlabelled (labels ``-1``, ``class_names == []``).
 
-Every image is read with PIL (EXIF rotation applied), converted to RGB, or to
-L when *every* image in the folder is grayscale, resized so its short side is
-``size`` and centre-cropped to ``size`` x ``size``. Palette, 16-bit, float and
-CMYK images are converted; transparent pixels are composited onto white.
+Every image is read by :func:`ssl_viz.data.decode.decode_image`, the decoding path uploads share
+(EXIF rotation applied, 16-bit scaled, transparent pixels composited onto white), converted to RGB,
+or to L when *every* image in the folder is grayscale, resized so its short side is ``size`` and
+centre-cropped to ``size`` x ``size``.
 
 What is skipped, and why, is reported, never silently dropped: files with a
 non-image extension, files PIL cannot open or decode (corrupt, truncated),
@@ -37,15 +37,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from ssl_viz.data.base import DatasetError, ImageDataset
+from ssl_viz.data.decode import GRAY_MODES, MAX_PIXELS, ImageDecodeError, decode_image, open_image
 
 log = logging.getLogger(__name__)
 
-MAX_PIXELS = 64_000_000  # per image, below PIL's own 89M warning: larger files are skipped as possible bombs
 MAX_BYTES = 1 << 30  # the loaded uint8 tensor stays under 1 GiB: max_images shrinks for large `size`
-GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 # Malformed files make PIL raise almost anything (struct.error, IndexError, ...): a bad file is skipped, never fatal.
 _READ_ERRORS = (Exception,)
 
@@ -155,46 +154,29 @@ def scan(root: Path) -> tuple[str, list[str], list[Path], list[int], list[tuple[
 
 def probe(path: Path, max_pixels: int) -> str:
     """The PIL mode of ``path`` from its header; raises ValueError(reason) when it must be skipped."""
+    with _open_file(path) as fh, open_image(fh, max_pixels) as img:  # ImageDecodeError is a ValueError
+        return img.mode
+
+
+def _open_file(path: Path):
+    """``path`` opened for reading; in the app only under the data roots, checking what was opened
+    (:func:`ssl_viz.safety.open_data_file`). Raises ValueError(reason) when it cannot be or must not be read."""
+    from ssl_viz.safety import open_data_file
+
     try:
-        with Image.open(path) as img:
-            width, height = img.size
-            mode = img.mode
-    except Image.DecompressionBombError as err:
-        raise ValueError(f"too many pixels (decompression bomb guard): {err}") from err
-    except _READ_ERRORS as err:
-        raise ValueError(f"cannot open as an image: {type(err).__name__}: {err}") from err
-    if width * height > max_pixels:
-        raise ValueError(f"too many pixels: {width}x{height} > max_pixels={max_pixels} (decompression bomb guard)")
-    if width < 1 or height < 1:
-        raise ValueError(f"empty image {width}x{height}")
-    return mode
-
-
-def _to_mode(img: Image.Image, mode: str) -> Image.Image:
-    """Convert any PIL image to "RGB" or "L": 16-bit/float rescaled, transparency over white."""
-    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
-        array = np.asarray(img).astype(np.float64)
-        peak = array.max(initial=0.0)
-        scale = 255.0 if img.mode == "F" and peak <= 1.0 else (255.0 / 65535.0 if peak > 255 else 1.0)
-        img = Image.fromarray(np.clip(array * scale + 0.5, 0, 255).astype(np.uint8), "L")
-    elif img.mode in ("RGBA", "LA", "La", "RGBa", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    return img if img.mode == mode else img.convert(mode)
+        return open_data_file(path)
+    except OSError as err:
+        raise ValueError(f"cannot open: {err.strerror or err}") from err
 
 
 def decode(path: Path, size: int, mode: str) -> np.ndarray:
-    """Read, convert, resize the short side to ``size`` and centre-crop: uint8 ``[C, size, size]``, C = 1 (L) or 3 (RGB)."""
-    with Image.open(path) as img:
-        if img.format == "JPEG":
-            img.draft(mode, (size, size))  # decode at a reduced scale still >= size: much faster for big photos
-        try:
-            img = ImageOps.exif_transpose(img)
-        except Exception:  # noqa: BLE001 - a broken EXIF block should not lose the image
-            pass
-        img = ImageOps.fit(_to_mode(img, mode), (size, size), Image.Resampling.BICUBIC)
-        array = np.asarray(img)
-    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    """Read, convert, resize the short side to ``size`` and centre-crop: uint8 ``[C, size, size]``, C = 1 (L) or 3 (RGB).
+
+    The one decoding path of :func:`ssl_viz.data.decode.decode_image` (EXIF orientation, 16-bit scaling,
+    transparency over white), shared with uploaded images.
+    """
+    with _open_file(path) as fh:
+        return decode_image(fh, size, mode)
 
 
 def split_files(labels: np.ndarray, test_fraction: float, seed: int, class_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -327,6 +309,8 @@ def _decode_all(files: list[Path], root: Path, rep: FolderReport, size: int, wor
         try:
             out[k] = decode(files[k], size, rep.mode)
             return None
+        except ImageDecodeError as err:  # its message already says "cannot decode: ..." or why it was refused
+            return str(err)
         except _READ_ERRORS as err:
             return f"cannot decode: {type(err).__name__}: {err}"
 

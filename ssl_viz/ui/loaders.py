@@ -15,7 +15,7 @@ import torch
 from ssl_viz.cache import cached_arrays, fingerprint
 from ssl_viz.checkpoint import LoadedModel, load_model
 from ssl_viz.data import ImageDataset, load_dataset
-from ssl_viz.evaluate import embed_dataset
+from ssl_viz.evaluate import check_embeddings, embed_dataset
 
 
 @st.cache_resource(max_entries=6, show_spinner="Loading model…")
@@ -48,6 +48,7 @@ def get_embeddings(source: str, dataset: str, split: str, representation: str, n
 
     Cached on disk by (checkpoint fingerprint, dataset, split, representation, n):
     a second view, even after a restart, is instant. Shows a progress bar the first time.
+    Raises :class:`~ssl_viz.evaluate.EmbeddingError` (nothing cached) for NaN / overflowing embeddings.
     """
     ds = get_dataset(dataset, split)
     idx = sample_indices(len(ds), n)
@@ -57,12 +58,16 @@ def get_embeddings(source: str, dataset: str, split: str, representation: str, n
         model = get_model(source, encoder)
         bar = st.progress(0.0, text=f"Embedding {len(idx)} images with {model.name}…")
         fn = model.embed_fn(representation)
-        with torch.inference_mode():
-            emb = embed_dataset(fn, ds.images[torch.as_tensor(idx)], batch_size=256, progress=lambda f: bar.progress(f, text=f"Embedding… {f:.0%}"))
-        bar.empty()
+        try:
+            with torch.inference_mode():
+                emb = embed_dataset(fn, ds.images[torch.as_tensor(idx)], batch_size=256, progress=lambda f: bar.progress(f, text=f"Embedding… {f:.0%}"))
+        finally:
+            bar.empty()
+        check_embeddings(emb, f"{model.name}'s {representation} embeddings")  # NaN / overflow: one error, nothing cached
         return {"embeddings": emb.numpy().astype(np.float32), "indices": idx}
 
     arrays = cached_arrays("embeddings", key, compute)
+    check_embeddings(arrays["embeddings"], f"the cached {representation} embeddings of {source}")  # an entry from an older version
     return arrays["embeddings"], arrays["indices"]
 
 

@@ -7,11 +7,14 @@ import torch
 
 from ssl_viz.analysis.retrieval import read_query_image
 
-IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "webp"]
+IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "webp", "gif", "tif", "tiff"]
 
 
 def uploaded_query_or_stop(label: str, key: str, hint: str, channels: int, size: tuple[int, int]) -> torch.Tensor:
     """A file picker for one query image, decoded like a dataset image: uint8 ``[1, channels, H, W]``.
+
+    The pixels are those the same file gets inside a folder dataset (:mod:`ssl_viz.data.decode`: EXIF
+    orientation, 16-bit scaling, transparency over white, short side resized and centre-cropped).
 
     Without a file the page shows ``hint`` (``st.info``) and stops; a file that is not a readable
     image (junk, a decompression bomb) ends it with one ``st.error`` naming the file.
