@@ -10,7 +10,7 @@ APT_PACKAGES := chromium dataset-fashion-mnist
 
 .PHONY: run test venv system lint bench models clean screenshots
 
-run: venv system ## start the app on http://$(HOST):$(PORT) (HOST=0.0.0.0 to serve a network)
+run: venv system ## start the app on http://$(HOST):$(PORT) (HOST=0.0.0.0 to serve a network; SSL_VIZ_PASSWORD=... to ask for a password)
 	$(PY) -m ssl_viz.ui.serve --server.address $(HOST) --server.port $(PORT)
 
 test: venv system ## unit tests, AppTests and the real-browser test

@@ -1,13 +1,17 @@
 """ssl-viz: see what contrastive self-supervised learning does to images.
 
-Entry point: shared sidebar (workspace) + navigation between the pages.
+Entry point: the optional password (SSL_VIZ_PASSWORD), shared sidebar (workspace) + navigation between the pages.
 """
 
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 
+from ssl_viz.ui.access import confine_dataset_reads, is_locked, require_password
 from ssl_viz.ui.sidebar import render_sidebar
 
+PagesManager.uses_pages_directory = False  # every rerun goes through this file (and its password form), as ssl_viz.ui.serve sets
 st.set_page_config(page_title="ssl-viz", page_icon=":material/visibility:", layout="wide")
+confine_dataset_reads()  # files of folder datasets are opened under the data roots only (ssl_viz.safety)
 
 PAGES = [
     st.Page("pages/home.py", title="Overview", icon=":material/home:", default=True),
@@ -23,6 +27,7 @@ PAGES = [
     st.Page("pages/negatives.py", title="Negatives & bias", icon=":material/do_not_disturb_on:"),
 ]
 
-page = st.navigation(PAGES)
+page = st.navigation(PAGES, position="hidden" if is_locked() else "sidebar")
+require_password()  # with SSL_VIZ_PASSWORD set: a form, and st.stop() until it is given; no page runs before
 render_sidebar()
 page.run()

@@ -25,7 +25,7 @@ st.markdown("Every other image of a batch is a negative, but some share the anch
 st.latex(r"\mathbb{E}[\mathrm{FN}] = \sum_c \frac{n_c (n_c - 1)}{N (N - 1)} \xrightarrow{N \to \infty} \sum_c p_c^2, \qquad "
          r"P(\geq 1 \text{ in } B) = 1 - \sum_c \frac{n_c}{N} \binom{N - n_c}{B - 1} \Big/ \binom{N - 1}{B - 1}")
 
-ws, model, test_ds, train_ds = labelled_workspace_or_stop("false negatives and per-class numbers need classes")
+ws, model, test_ds, train_ds = labelled_workspace_or_stop("false negatives and per-class numbers need classes", min_classes=2)
 st.subheader("Hardest negatives of a batch")
 c1, c2, c3 = st.columns(3)
 b = c1.slider("Batch size", 8, 128, 32, 8, key="neg_batch")

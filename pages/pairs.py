@@ -33,6 +33,7 @@ except Exception as exc:
     st.error(f"Cannot build this batch: {exc}")
     st.stop()
 st.caption(f"Policy: {describe_policy(cfg)}")
+n = cb.n  # the batch holds at most the dataset's images
 
 labels = [cb.view_label(i) for i in range(2 * n)]
 anchor = st.selectbox("Anchor view", range(2 * n), format_func=lambda i: labels[i], key="pairs_anchor")

@@ -159,6 +159,16 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return records
 
 
+def truncate_metrics(run_dir: str | Path, step: int) -> None:
+    """Keep the records of ``metrics.jsonl`` up to ``step`` only (atomically): a resumed run drops what a killed
+    attempt logged after the checkpoint it resumes from, so the file keeps one history."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return
+    kept = [r for r in read_metrics(run_dir) if not isinstance(r.get("step"), (int, float)) or r["step"] <= step]
+    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8"))
+
+
 # ---------------------------------------------------------------------------- evolution snapshots
 
 

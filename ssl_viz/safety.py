@@ -6,6 +6,8 @@
   folder (:func:`ssl_viz.paths.uploads_dir`) and ``~/ssl-viz-data``. ``..`` and symbolic
   links are followed first and the *real* path must stay under a root, and a folder must
   hold no symbolic link leading out of the roots (else the image loader would read it).
+* :func:`open_checked` opens a file **once**, following no link, and checks *what was opened*: a file swapped
+  for a link after a path check cannot lead out of the roots (the app: :func:`confine_reads`, :func:`open_data_file`).
 * :func:`extract_zip` unpacks an uploaded zip of images under ``dest_root/<sha256 prefix>/``
   with limits on its size, its total uncompressed size, its number of entries and its
   compression ratio, and refuses absolute paths, ``..``, symbolic links and special files:
@@ -18,6 +20,7 @@ files, and accepts any path. Limits can be changed by environment variables
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -140,6 +143,122 @@ def check_tree(folder: Path, roots: list[Path] | None = None, max_entries: int =
                         stack.append(entry.path)
         except OSError:
             continue  # unreadable or gone: the image loader reports what it cannot read
+
+
+# ----------------------------------------------------------------------------- reading what was checked
+
+READ_ROOTS_ENV = "SSL_VIZ_READ_ROOTS"   # set by the app for the training processes it starts
+
+
+def _env_read_roots() -> list[Path] | None:
+    value = os.environ.get(READ_ROOTS_ENV)
+    return None if value is None else [Path(os.path.realpath(p)) for p in value.split(os.pathsep) if p]
+
+
+_READ_ROOTS: list[Path] | None = _env_read_roots()   # None: reads are not confined (the command line)
+
+
+def _opened_path(fd: int, path: str | os.PathLike) -> Path | None:
+    """The real path of the file open as ``fd``: ``/proc/self/fd/N`` where it exists, else ``path``'s real path
+    provided it is the very file that is open (same device and inode); None when neither can be told."""
+    link = f"/proc/self/fd/{fd}"
+    if os.path.islink(link):
+        try:
+            return Path(os.readlink(link))
+        except OSError:
+            pass
+    real = os.path.realpath(path)
+    try:
+        opened, named = os.fstat(fd), os.stat(real, follow_symlinks=False)
+    except OSError:
+        return None
+    return Path(real) if (opened.st_dev, opened.st_ino) == (named.st_dev, named.st_ino) else None
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_LINK_ERRORS = (errno.ELOOP, errno.EMLINK, errno.ENOTDIR)   # what O_NOFOLLOW / O_DIRECTORY answer to a link
+
+
+def _open_beneath(root: Path, parts: tuple[str, ...], flags: int) -> int:
+    """Open ``root/parts...`` one component at a time, each relative to the previous folder's descriptor and
+    without following a symbolic link anywhere (``O_NOFOLLOW``); returns the descriptor of the last one."""
+    fd = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            sub = os.open(part, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | _CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        return os.open(parts[-1], flags, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def open_checked(path: str | os.PathLike, roots: list[Path] | None = None) -> io.BufferedReader:
+    """Open the regular file ``path`` for reading if what is opened lies under a data root; a binary file object.
+
+    ``path`` is resolved (``..``, the links there are now) and must lie under ``roots`` (default :func:`data_roots`);
+    the file is then opened **once**, from the root down, following no link (``O_NOFOLLOW`` on every component,
+    ``O_NONBLOCK`` against FIFOs), and checked on its descriptor: a regular file whose real path (``/proc/self/fd``,
+    or the same device and inode as the checked path) lies under the roots. A link swapped in is refused, never followed.
+
+    Raises:
+        UnsafeInputError: outside the roots, not a regular file, or changed into a link while being opened.
+        OSError: the file cannot be opened (missing, unreadable).
+    """
+    roots = data_roots() if roots is None else [Path(os.path.realpath(r)) for r in roots]
+    name = os.fsdecode(path)
+    real = Path(os.path.realpath(path))
+    root = next((r for r in roots if _under(real, [r])), None)
+    if root is None:
+        raise UnsafeInputError(f"{name} is outside the data folders this server may read ({_roots_text(roots)})")
+    flags = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | _CLOEXEC
+    parts = real.relative_to(root).parts
+    try:
+        if parts and os.open in os.supports_dir_fd:
+            fd = _open_beneath(root, parts, flags)
+        else:
+            fd = os.open(real, flags)
+    except OSError as exc:
+        if exc.errno in _LINK_ERRORS:
+            raise UnsafeInputError(f"{name} changed into a symbolic link while being opened; it is not read") from exc
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnsafeInputError(f"{name} is not a regular file; it is not read")
+        opened = _opened_path(fd, real)
+        if opened is None or not _under(opened, roots):
+            raise UnsafeInputError(f"{name} leads outside the data folders this server may read ({_roots_text(roots)})")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def confine_reads(roots: list[Path] | None) -> None:
+    """From now on, :func:`open_data_file` in this process opens a file named under ``roots`` only if what it opens
+    lies under them too (None: no confinement). The app calls it with the data roots and the uploads folder and
+    hands them to the training processes it starts (``$SSL_VIZ_READ_ROOTS``); the command line never does."""
+    global _READ_ROOTS
+    _READ_ROOTS = None if roots is None else [Path(os.path.realpath(r)) for r in roots]
+
+
+def read_roots() -> list[Path] | None:
+    """The roots :func:`confine_reads` set (None: reads are not confined)."""
+    return _READ_ROOTS
+
+
+def open_data_file(path: str | os.PathLike) -> io.BufferedReader:
+    """A dataset file opened for reading. When this process confines its reads (:func:`confine_reads`: the app) and
+    ``path`` is named under a data root (as every path typed in the app is), :func:`open_checked`: what is opened
+    must lie under the roots too. Otherwise a plain ``open(path, "rb")`` (the command line: your own files; a
+    folder the server's owner configured outside the roots)."""
+    roots = _READ_ROOTS
+    if roots is None or not _under(Path(os.path.abspath(path)), roots):
+        return open(path, "rb")
+    return open_checked(path, roots)
 
 
 # ----------------------------------------------------------------------------- zip uploads

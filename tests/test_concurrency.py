@@ -1,4 +1,10 @@
-"""Several browser sessions at once against one server (Debian chromium driven by playwright, async).
+"""Several sessions at once against one server: threads sharing one model, then real browsers.
+
+First, without a browser: 8 threads run Grad-CAM, Integrated Gradients and feature-map capture on one shared
+model at the same time (as 8 Streamlit sessions do on the Attention and Feature maps pages) and must get exactly
+what one thread alone gets.
+
+Then several browser sessions at once against one server (Debian chromium driven by playwright, async).
 
 Five browser contexts (five Streamlit sessions) each visit three pages through the app's own
 navigation, pick a different "Embedding" in the shared sidebar and a different "Pixels per filter"
@@ -44,6 +50,83 @@ URL_PATHS = {"Overview": "", "Pairs & negatives": "pairs", "Feature maps": "feat
 EMBEDDINGS = ["backbone", "projector", "stage:block1", "stage:block2", "stage:block3"]  # one per session (tiny small-cnn)
 MAX_RSS_MB = 2500  # the whole server: torch, plotly, the pages' libraries, five sessions on the tiny workspace
 MAX_WAVE_GROWTH_MB = 300  # five more sessions once everything is imported and cached: a per-session leak shows here
+
+
+# ----------------------------------------------------------------------------- threads sharing one model
+
+N_THREADS = 8
+ROUNDS = 3
+
+
+def _model_views(model, x, reference):
+    """What the Attention and Feature maps pages compute for one image, as numpy arrays."""
+    from ssl_viz.analysis.attribution import explain_image
+    from ssl_viz.analysis.feature_maps import capture_feature_maps
+
+    out = {
+        "gradcam view": explain_image(model, x, "view", "gradcam").maps["gradcam"],
+        "gradcam image, block2": explain_image(model, x, "image", "gradcam", reference=reference,
+                                               layer_name="body.block2.0").maps["gradcam"],
+        "integrated gradients": explain_image(model, x, "image", "integrated_gradients", reference=reference, n_steps=8)
+        .maps["integrated_gradients"],
+    }
+    maps = capture_feature_maps(model.encoder, x, ["body.block1", "body.block3"])
+    out.update({f"feature map {k}": v.numpy() for k, v in maps.items()})
+    return out
+
+
+def test_attribution_and_feature_maps_are_safe_under_concurrency(tiny_model_dir):
+    """8 threads x 3 rounds of Grad-CAM / Integrated Gradients / feature maps on one shared model: every result equals
+    the single-threaded one (before: "The differentiated Tensor ... appears to not have been used in the graph")."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from ssl_viz.checkpoint import load_model
+    from ssl_viz.data import load_dataset
+
+    model = load_model(tiny_model_dir)
+    ds = load_dataset("digits", "test")
+    images = [ds.float_images(slice(i, i + 1)) for i in range(N_THREADS)]
+    reference = ds.float_images(slice(100, 101))
+    alone = [_model_views(model, x, reference) for x in images]
+    start = threading.Barrier(N_THREADS)
+
+    def session(i: int):
+        start.wait()
+        return [_model_views(model, images[i], reference) for _ in range(ROUNDS)]
+
+    with ThreadPoolExecutor(N_THREADS) as pool:
+        together = list(pool.map(session, range(N_THREADS)))
+    for i, rounds in enumerate(together):
+        for got in rounds:
+            for name, want in alone[i].items():
+                np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-6, err_msg=f"thread {i}: {name}")
+    assert not any(m._forward_hooks for m in model.encoder.modules())  # no hook outlives a call
+    assert not model.encoder.training and not any(p.requires_grad for p in model.encoder.parameters())
+
+
+def test_grad_cam_equals_captums_layer_grad_cam(tiny_model_dir):
+    """The per-call-hook Grad-CAM gives captum's LayerGradCam numbers (same equation), with and without the ReLU."""
+    import torch
+    from captum.attr import LayerGradCam
+
+    from ssl_viz.analysis.attribution import SimilarityTarget, grad_cam
+    from ssl_viz.checkpoint import load_model
+    from ssl_viz.data import load_dataset
+
+    model = load_model(tiny_model_dir)
+    ds = load_dataset("digits", "test")
+    target = SimilarityTarget(model.encoder, model.encoder(ds.float_images(slice(5, 6)))[0].detach())
+    x = ds.float_images(slice(0, 1)).requires_grad_(True)
+    for name in ("body.block2.0", "body.block3.0"):
+        layer = dict(model.encoder.named_modules())[name]
+        for relu in (True, False):
+            want = LayerGradCam(target, layer).attribute(x, relu_attributions=relu)
+            torch.testing.assert_close(grad_cam(target, x, layer, relu=relu), want, rtol=1e-5, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------- browsers
 
 
 def rss_mb(pid: int) -> float:

@@ -128,7 +128,8 @@ def resume_to_the_end(run: Path) -> None:
 def test_killed_during_a_checkpoint_write_resumes_with_no_corrupt_file(tmp_path):
     """Killed (os._exit) inside the checkpoint write, the optimiser-state write, before the rename, and inside the
     model-card write: the previous save stays whole and loadable, and the run resumes to its end."""
-    where_steps = {"checkpoint": KILL_AT - 1, "trainer_state": KILL_AT - 1, "rename": KILL_AT - 1, "card": KILL_AT - 1}
+    # save 1 holds the starting weights (step 0), so save k holds step k - 1
+    where_steps = {"checkpoint": KILL_AT - 2, "trainer_state": KILL_AT - 2, "rename": KILL_AT - 2, "card": KILL_AT - 2}
     result = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(KILL_AT), str(tmp_path), ",".join(where_steps), *TRAIN_ARGS], cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -206,7 +207,7 @@ def test_disk_full_during_training_keeps_the_last_checkpoint(tmp_path, monkeypat
     print(f"\ndisk full: {state.stop_reason}")
     state = read_state_dict(run / CHECKPOINT)
     assert all(torch.equal(state[k], v) for k, v in saved[-1].items())  # the second save, bit for bit
-    assert consistent_files(run)["steps"] == 2 and not list(run.glob(".*.tmp"))
+    assert consistent_files(run)["steps"] == 1 and not list(run.glob(".*.tmp"))  # save 1: step 0, save 2: step 1
     monkeypatch.setattr(safetensors.torch, "save_file", orig)  # space is back
     resume_to_the_end(run)
 
@@ -364,7 +365,7 @@ def test_disk_full_in_a_background_run_shows_in_its_status(tmp_path, monkeypatch
     status = jobs.wait_for(run, timeout=120)
     assert status.state == "failed" and status.resumable, status
     assert "no space left on device while writing checkpoint.safetensors; the previous checkpoint.safetensors" in status.reason
-    assert load_model(run).card["steps"] == 2 and not list(run.glob(".*.tmp"))
+    assert load_model(run).card["steps"] == 1 and not list(run.glob(".*.tmp"))  # save 1: step 0, save 2: step 1
     print(f"\nbackground run, disk full: {status.state}: {status.reason.splitlines()[-1][:200]}")
 
 

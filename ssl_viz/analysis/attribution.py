@@ -15,6 +15,10 @@ with respect to the *inputs* only: the (shared, cached) model is never put in
 train mode, its parameters' ``requires_grad`` flags are restored, and no hook
 outlives the call.
 
+Safe under concurrency (one model shared by every browser session, each in its own thread):
+Integrated Gradients, Saliency and Occlusion hook nothing; Grad-CAM (:func:`grad_cam`) hooks
+per call, acting only on its own thread's forward pass.
+
 For ViTs, :func:`vit_attention` returns the [CLS] token's attention in the last
 block and :func:`attention_rollout` (Abnar & Zuidema 2020) follows attention
 through all blocks.
@@ -39,9 +43,6 @@ METHODS = {
     "occlusion": "Occlusion: y(x) - y(x with a patch set to black), patch ~ 1/4 of the image",
 }
 SIGNS = ("absolute", "positive", "all")
-
-# Grad-CAM registers (captum's) hooks on a layer of the shared model: one at a time per process.
-_HOOK_LOCK = threading.RLock()
 
 
 class AttributionError(ValueError):
@@ -161,6 +162,41 @@ def occlusion_window(height: int, width: int, fraction: float = 0.25) -> tuple[i
     return max(1, round(height * fraction)), max(1, round(width * fraction))
 
 
+def grad_cam(forward_func: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, layer: nn.Module,
+             relu: bool = True) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al. 2017, eq. 1-2) of the scalar ``forward_func(x)`` at ``layer``: ``[B, 1, h, w]``.
+
+    ``L = ReLU(sum_k alpha_k A^k)``, ``alpha_k = mean_{u,v} dy / dA^k_{uv}``, ``A`` ``[B, K, h, w]`` the layer's
+    output (as captum's ``LayerGradCam``). ``A`` is caught by a forward hook that lives for this call only and acts
+    only on this thread's forward pass (it keeps ``A`` and hands the network a copy, so in-place operations after
+    the layer leave it intact): concurrent calls on one shared model do not see each other.
+
+    Raises:
+        AttributionError: the layer did not run, or its output is not a spatial map ``[B, K, h, w]``.
+    """
+    owner, caught = threading.get_ident(), []
+
+    def hook(module, inputs, output):
+        if threading.get_ident() != owner or caught or not isinstance(output, torch.Tensor):
+            return None
+        caught.append(output)
+        return output.clone()
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        y = forward_func(x)
+    finally:
+        handle.remove()
+    if not caught:
+        raise AttributionError("the Grad-CAM layer did not run in the forward pass (or gave no tensor)")
+    a = caught[0]
+    if a.ndim != 4:
+        raise AttributionError(f"Grad-CAM needs a layer with a spatial map [B, C, h, w]; got {tuple(a.shape)}")
+    grads = torch.autograd.grad(y.sum(), a)[0]                       # B x K x h x w
+    cam = (grads.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1, keepdim=True)   # B x 1 x h x w
+    return F.relu(cam) if relu else cam
+
+
 def _signed(a: torch.Tensor, sign: str) -> torch.Tensor:
     if sign not in SIGNS:
         raise AttributionError(f"sign must be one of {SIGNS}, got {sign!r}")
@@ -183,7 +219,7 @@ def attribute(method: str, forward_func: Callable[[torch.Tensor], torch.Tensor],
         window, stride: occlusion patch side (default ~ H/4) and stride (default window/2).
         relu: Grad-CAM keeps positive evidence only (as in the paper).
     """
-    from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
+    from captum.attr import IntegratedGradients, LayerAttribution, Occlusion, Saliency
 
     if method not in METHODS:
         raise AttributionError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
@@ -199,10 +235,7 @@ def attribute(method: str, forward_func: Callable[[torch.Tensor], torch.Tensor],
         if method == "gradcam":
             if layer is None:
                 raise AttributionError("Grad-CAM needs a conv layer")
-            stack.enter_context(_HOOK_LOCK)
-            cam = LayerGradCam(forward_func, layer).attribute(x, relu_attributions=relu)
-            if cam.ndim != 4:
-                raise AttributionError(f"Grad-CAM needs a layer with a spatial map [B, C, h, w]; got {tuple(cam.shape)}")
+            cam = grad_cam(forward_func, x, layer, relu=relu)
             out = LayerAttribution.interpolate(cam.detach(), (h, w), interpolate_mode="bilinear")[0, 0]
         elif method == "saliency":
             out = Saliency(forward_func).attribute(x, abs=True).detach()[0].amax(0)

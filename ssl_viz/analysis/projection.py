@@ -25,8 +25,19 @@ from ssl_viz.cache import cached_arrays, key_hash
 from ssl_viz.paths import cache_dir
 
 METHODS = ("umap", "tsne", "pca")
+NAMES = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}
 UMAP_APPROXIMATE_FROM = 4096  # umap switches from exact distances to pynndescent at this many points
 _UMAP_WARM = False  # set once a UMAP has run in this process (numba compiled)
+
+
+class ProjectionError(ValueError):
+    """The points cannot be projected with this method (too few points or features); the message says how many it needs."""
+
+
+def min_points(method: str, n_components: int = 2) -> int:
+    """The fewest points ``method`` maps to ``n_components`` dimensions: PCA ``n_components``; UMAP and t-SNE
+    ``n_components + 2`` (their neighbour graphs and initialisations need a few points beyond the dimensions)."""
+    return n_components if method == "pca" else n_components + 2
 
 
 def _as_float_array(X) -> np.ndarray:
@@ -156,15 +167,22 @@ class Projector:
         return umap.UMAP(n_components=self.n_components, random_state=self.random_state, **params)
 
     def fit(self, X, y=None) -> Projector:
-        """Learn the map from ``X`` ``[N, D]``; returns self."""
+        """Learn the map from ``X`` ``[N, D]``; returns self.
+
+        Raises:
+            ProjectionError: fewer points than :func:`min_points` (or, for PCA, fewer features than components).
+            ValueError: an unknown method or ``n_components`` not 2 or 3.
+        """
         global _UMAP_WARM
         self._check()
         Xp = self._prepare(X)
-        min_points = self.n_components + 2 if self.method != "pca" else self.n_components
-        if len(Xp) < min_points:
-            raise ValueError(f"{self.method} needs at least {min_points} points, got {len(Xp)}")
+        need = min_points(self.method, self.n_components)
+        if len(Xp) < need:
+            raise ProjectionError(f"{NAMES[self.method]} needs at least {need} points for {self.n_components} dimensions, "
+                                  f"and there {'is' if len(Xp) == 1 else 'are'} {len(Xp)}; "
+                                  + ("pick a dataset with more images." if self.method == "pca" else "pick PCA, or a dataset with more images."))
         if self.method == "pca" and Xp.shape[1] < self.n_components:
-            raise ValueError(f"PCA to {self.n_components} components needs at least {self.n_components} features, got {Xp.shape[1]}")
+            raise ProjectionError(f"PCA to {self.n_components} components needs at least {self.n_components} features, got {Xp.shape[1]}")
         estimator = self._build(Xp)
         with self._threads(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*(knn_search_index|n_jobs value|random_state).*")

@@ -113,7 +113,7 @@ def run_table(statuses) -> pd.DataFrame:
         rows.append({
             "run": s.name, "method": cfg.get("method", card.get("method")), "encoder": cfg.get("encoder", card.get("encoder")),
             "dataset": cfg.get("dataset", card.get("dataset")), "status": s.state,
-            "steps": f"{s.step or card.get('steps', 0)}/{s.total_steps or '?'}" if s.total_steps or s.step else str(card.get("steps", 0)),
+            "steps": f"{s.step or card.get('steps', 0)}/{getattr(s, 'total_text', '?')}" if s.total_steps or s.step else str(card.get("steps", 0)),
             "kNN": metrics.get("knn_top1"), "linear": metrics.get("linear_top1"), "alignment": metrics.get("alignment"),
             "uniformity": metrics.get("uniformity"), "wall time (s)": round(s.elapsed or float(card.get("seconds") or 0.0), 1),
             "device": s.device or card.get("device"), "augment": cfg.get("augment"), "batch": cfg.get("batch_size"),

@@ -14,7 +14,7 @@ from ssl_viz.jobs.launch import dispatch_queue, train_command
 from ssl_viz.jobs.lock import _locked
 from ssl_viz.jobs.process import pid_alive
 from ssl_viz.jobs.status import FINISHING, RESUMABLE, JobError, RunStatus, _update_job, _write_status, run_status
-from ssl_viz.rundir import EVOLUTION, METRICS, is_resumable, is_run_dir, read_job
+from ssl_viz.rundir import CONFIG, EVOLUTION, METRICS, is_resumable, is_run_dir, read_job
 
 
 def _kill(status: RunStatus, sig: int) -> None:
@@ -56,8 +56,9 @@ def cancel_run(run_dir: str | Path, wait: float = 0.0) -> RunStatus:
 
 
 def resume_run(run_dir: str | Path) -> RunStatus:
-    """Queue a cancelled or crashed run again: from its last checkpoint (``--resume``), or afresh with the command
-    it was first launched with (``--config``) when it has none.
+    """Queue a cancelled, crashed or failed run again with ``train --resume``: from its last checkpoint, or from
+    step 0 with its ``config.json`` when it has none (killed before its first checkpoint); runs without a
+    ``config.json`` (older ones) start afresh with the command they were first launched with.
 
     Raises :class:`JobError` for runs in other states, or with neither a checkpoint nor a recorded command.
     """
@@ -73,7 +74,7 @@ def resume_run(run_dir: str | Path) -> RunStatus:
                 if not (pid_alive(status.pid) or pid_alive(job.get("pgid"))):
                     break
                 time.sleep(0.1)
-        if is_resumable(run_dir):
+        if is_resumable(run_dir) or (run_dir / CONFIG).exists():
             argv = train_command(["--resume", str(run_dir)], job.get("nproc"))
         elif job.get("argv"):
             argv = job["argv"]  # the first launch's command: train from config.json

@@ -17,6 +17,7 @@ from ssl_viz.jobs.status import JobError, RunStatus, _run_dirs, _update_job, _wr
 from ssl_viz.jobs.validate import ConfigError, validate_config
 from ssl_viz.paths import REPO_ROOT, runs_dir
 from ssl_viz.rundir import CONFIG, LOG, read_job, write_config, write_job
+from ssl_viz.safety import READ_ROOTS_ENV, read_roots
 
 
 def max_runs() -> int:
@@ -76,6 +77,8 @@ def _launch(run_dir: Path, argv: list[str]) -> int:
     _update_job(run_dir, pid=None, pgid=None, launched_at=time.time())  # no stale pid while the new one is born
     _write_status(run_dir, "starting")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if read_roots() is not None:  # the server confines what folder datasets may read: so does the run it starts
+        env[READ_ROOTS_ENV] = os.pathsep.join(str(r) for r in read_roots())
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     with open(run_dir / LOG, "ab") as log:
         log.write(f"$ {shlex.join(argv)}\n".encode())

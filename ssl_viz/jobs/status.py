@@ -31,7 +31,8 @@ class RunStatus:
     reason: str | None = None
     pid: int | None = None
     step: int = 0
-    total_steps: int = 0
+    total_steps: int = 0           # under a time budget an estimate from the pace so far (total_estimated)
+    total_estimated: bool = False
     progress: float = 0.0
     elapsed: float = 0.0           # seconds of training
     heartbeat: float | None = None
@@ -53,6 +54,13 @@ class RunStatus:
         return self.state in RESUMABLE
 
     @property
+    def total_text(self) -> str:
+        """The total number of steps for display: ``"120"``, ``"~120"`` while estimated, ``"?"`` when unknown."""
+        if not self.total_steps:
+            return "?"
+        return f"~{self.total_steps}" if self.total_estimated else str(self.total_steps)
+
+    @property
     def eta_s(self) -> float | None:
         """Seconds of training left (None before the first step)."""
         if self.state != "running" or self.progress <= 0:
@@ -68,7 +76,7 @@ class RunStatus:
 def _write_status(run_dir: Path, state: str, reason: str | None = None, **extra) -> None:
     """Replace ``status.json`` with ``state`` (keeping the Trainer's progress fields) while the Trainer is not there."""
     old = read_status(run_dir)
-    keep = {k: old[k] for k in ("step", "total_steps", "progress", "elapsed", "device", "time_budget") if k in old}
+    keep = {k: old[k] for k in ("step", "total_steps", "total_steps_estimated", "progress", "elapsed", "device", "time_budget") if k in old}
     write_status(run_dir, {**keep, "state": state, "reason": reason, "heartbeat": time.time(), **extra})
 
 
@@ -156,7 +164,8 @@ def run_status(run_dir: str | Path) -> RunStatus:
         state, reason, pid = "running", f"{FINISHING} ({state})", job["pgid"]
     return RunStatus(
         run_dir=run_dir, state=state, reason=reason, pid=pid, step=int(status.get("step") or 0),
-        total_steps=int(status.get("total_steps") or 0), progress=float(status.get("progress") or 0.0),
+        total_steps=int(status.get("total_steps") or 0), total_estimated=bool(status.get("total_steps_estimated")),
+        progress=float(status.get("progress") or 0.0),
         elapsed=float(status.get("elapsed") or 0.0), heartbeat=status.get("heartbeat"), device=status.get("device"),
         time_budget=status.get("time_budget"), has_checkpoint=(run_dir / CHECKPOINT).exists(),
         created=float(job.get("created") or _mtime(run_dir)),

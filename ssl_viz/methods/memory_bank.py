@@ -47,7 +47,8 @@ class MemoryBank(SSLMethod):
     def __init__(self, encoder: Encoder, cfg: MethodConfig, num_samples: int = 0) -> None:
         super().__init__(encoder, cfg, num_samples)
         if num_samples < 2:
-            raise ValueError(f"memory_bank needs the dataset size (num_samples >= 2), got {num_samples}")
+            raise ValueError(f"memory_bank keeps one bank entry per training image and needs at least 2 images "
+                             f"(negatives are the other entries), got {num_samples}")
         if cfg.bank_loss not in ("nce", "infonce"):
             raise ValueError(f"bank_loss must be 'nce' or 'infonce', got {cfg.bank_loss!r}")
         self.register_buffer("bank", F.normalize(torch.randn(num_samples, cfg.proj_dim), dim=1))   # n x D

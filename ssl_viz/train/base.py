@@ -11,11 +11,24 @@ import torch
 
 from ssl_viz.config import TrainConfig
 from ssl_viz.data import ImageDataset
-from ssl_viz.methods import SSLMethod
+from ssl_viz.methods import METHODS, SSLMethod
 
 
 class TrainingError(RuntimeError):
     """Training cannot start or continue; the message says why."""
+
+
+def check_trainable(cfg: TrainConfig, data: ImageDataset) -> None:
+    """Refuse, with one sentence, a dataset the method cannot learn from (before anything is built).
+
+    Raises:
+        TrainingError: a method that needs labels (``supervised``) on data with fewer than two classes.
+    """
+    cls = METHODS.get(cfg.method)
+    if cls is not None and cls.needs_labels and data.num_classes < 2:
+        have = f"only one class ({data.class_names[0]})" if data.num_classes == 1 else "no labels"
+        raise TrainingError(f"{cfg.method} learns from labels and needs at least 2 classes, but {cfg.dataset} has {have}; "
+                            "pick a self-supervised method or a dataset with two or more classes")
 
 
 @dataclass
@@ -23,7 +36,8 @@ class TrainState:
     """What the loop knows about itself; callbacks read it."""
 
     step: int = 0
-    total_steps: int = 0
+    total_steps: int = 0            # under a time budget: estimated from the pace so far (total_estimated)
+    total_estimated: bool = False
     elapsed: float = 0.0            # seconds of training (resumes add up)
     images_seen: int = 0
     progress: float = 0.0
@@ -49,6 +63,8 @@ class TrainerView(Protocol):
     metrics: dict[str, float]               # latest monitor results, recorded in the model card
 
     def save(self) -> None: ...
+
+    def request_checkpoint(self) -> None: ...
 
 
 class Callback:

@@ -9,28 +9,48 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ssl_viz.config import TrainConfig
-from ssl_viz.data import load_dataset
+from ssl_viz.data import DatasetError, ImageDataset, load_dataset
 from ssl_viz.device import device_name
 from ssl_viz.evaluate import alignment, embed_dataset, knn_accuracy, uniformity
-from ssl_viz.rundir import append_metrics, read_evolution, write_evolution, write_status
+from ssl_viz.rundir import CHECKPOINT, append_metrics, read_evolution, read_status, write_evolution, write_status
 from ssl_viz.train.base import Callback, TrainerView
 
 
 def status_record(trainer: TrainerView, state: str, reason: str | None = None) -> dict:
     """The ``status.json`` record of ``trainer`` now: ``state`` (running/done/cancelled/diverged/failed), why,
-    this process's pid, a heartbeat (Unix seconds), step / total_steps, progress in [0, 1], elapsed seconds, device."""
+    this process's pid, a heartbeat (Unix seconds), step / total_steps, progress in [0, 1], elapsed seconds, device.
+
+    Under a time budget ``total_steps`` is estimated from the pace so far (``total_steps_estimated`` true) until
+    the run is done, and ``progress`` is the share of the budget spent."""
     s = trainer.state
     return {
         "state": state, "reason": reason, "pid": os.getpid(), "heartbeat": time.time(), "step": s.step,
-        "total_steps": s.total_steps, "progress": s.progress, "elapsed": s.elapsed, "device": device_name(trainer.device),
-        "time_budget": trainer.cfg.time_budget,
+        "total_steps": max(s.total_steps, s.step), "total_steps_estimated": bool(s.total_estimated), "progress": s.progress,
+        "elapsed": s.elapsed, "device": device_name(trainer.device), "time_budget": trainer.cfg.time_budget,
     }
+
+
+FINAL_STATES = ("done", "cancelled", "diverged", "failed", "crashed")
+
+
+def mark_stopped(run_dir, state: str, reason: str) -> None:
+    """Put ``status.json`` of ``run_dir`` in the final ``state`` with ``reason`` unless it is in a final state already
+    (keeping its progress fields); nothing when the folder does not exist. For errors raised before or around the loop."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return
+    old = read_status(run_dir)
+    if old.get("state") in FINAL_STATES:
+        return
+    keep = {k: old[k] for k in ("step", "total_steps", "progress", "elapsed", "device", "time_budget") if k in old}
+    write_status(run_dir, {**keep, "state": state, "reason": reason, "pid": os.getpid(), "heartbeat": time.time()})
 
 
 class MetricsLog(Callback):
@@ -60,13 +80,27 @@ class MetricsLog(Callback):
         write_status(trainer.run_dir, status_record(trainer, reason.split(":")[0], reason=reason))
 
 
+def held_out(trainer: TrainerView, what: str) -> ImageDataset | None:
+    """The labelled test images of the run (``trainer.test_data`` or the dataset's test split), or None with a note
+    on stderr when there are none (e.g. a folder with one image per class: every image goes to training)."""
+    if trainer.test_data is not None:
+        return trainer.test_data
+    try:
+        return load_dataset(trainer.cfg.dataset, "test", label=trainer.cfg.dataset_label)
+    except DatasetError as exc:
+        print(f"note: {what} is off: {exc}", file=sys.stderr)
+        return None
+
+
 class KnnMonitor(Callback):
     """Every ``every`` steps: weighted kNN top-1 (``KNN_K`` = 200 neighbours, ``KNN_TEMPERATURE`` = 0.1; the protocol of
     :mod:`ssl_viz.evaluate`) and alignment/uniformity on held-out images.
 
     ``samples`` test images against a bank of twice as many training images; with
     ``samples=0`` (or at least the test set's size) the full protocol: the whole test
-    set against the whole training set, as the time-to-quality curves need.
+    set against the whole training set, as the time-to-quality curves need. With ``every=0`` it is off
+    and loads nothing; without labels or test images it turns itself off (a note on stderr). Results of
+    weights that embed as NaN/inf are not recorded.
     """
 
     def __init__(self, every: int, samples: int = 2000) -> None:
@@ -74,13 +108,16 @@ class KnnMonitor(Callback):
         self.test = None
 
     def on_train_start(self, trainer: TrainerView) -> None:
-        if trainer.data.has_labels:
-            test = trainer.test_data or load_dataset(trainer.cfg.dataset, "test", label=trainer.cfg.dataset_label)
+        self.test = None
+        if self.every and trainer.rank == 0 and trainer.data.has_labels:
+            test = held_out(trainer, "the kNN monitor")
+            if test is None or not test.has_labels:
+                return
             full = not self.samples or self.samples >= len(test)
             self.test = test if full else test.head(self.samples, seed=1)
             self.bank = trainer.data if full else trainer.data.head(self.samples * 2, seed=2)
 
-    def measure(self, trainer: TrainerView) -> dict:
+    def measure(self, trainer: TrainerView) -> dict | None:
         method = trainer.method
         was_training = method.training
         method.eval()
@@ -88,6 +125,9 @@ class KnnMonitor(Callback):
             embed = lambda x: method.encoder(x)  # noqa: E731
             bank = embed_dataset(embed, self.bank.images, device=trainer.device)
             test = embed_dataset(embed, self.test.images, device=trainer.device)
+            if not (torch.isfinite(bank).all() and torch.isfinite(test).all()):
+                method.train(was_training)
+                return None
             x = self.test.float_images(slice(0, 512)).to(trainer.device)
             gen = torch.Generator(device=trainer.generator.device).manual_seed(123)
             v1, v2 = trainer.augment(x, generator=gen)[:2]
@@ -101,32 +141,47 @@ class KnnMonitor(Callback):
             self._record(trainer)
 
     def on_train_end(self, trainer: TrainerView) -> None:
-        if self.test is not None and trainer.rank == 0 and trainer.state.step > 0 and not str(trainer.state.stop_reason).startswith("diverged"):
+        if self.test is not None and trainer.rank == 0 and trainer.state.step > 0 and not str(trainer.state.stop_reason).startswith(("diverged", "failed")):
             self._record(trainer)
 
     def _record(self, trainer: TrainerView) -> None:
         result = self.measure(trainer)
+        if result is None:
+            return
         trainer.metrics.update(result)
         append_metrics(trainer.run_dir, {"step": trainer.state.step, "time": round(trainer.state.elapsed, 3), **result})
 
 
 class Checkpointer(Callback):
-    """Save every ``every_seconds`` and at the end (not after divergence: the last good one stays)."""
+    """Checkpoint the starting weights, then every ``every_seconds``, and at the end (not after divergence or a
+    failure: the last good one stays).
+
+    Only weights that produced a finite loss are written: a checkpoint asked for after a step is written during
+    the next one, once its loss is finite (:meth:`Trainer.request_checkpoint`); the final one only if the weights
+    are finite and embed finite numbers (:meth:`Trainer.save`; when they do not, the run ends as diverged).
+    A fresh run's starting weights are checkpointed this way too, so even a run killed in its first seconds or
+    diverged at its first update has a checkpoint that loads.
+    """
 
     def __init__(self, every_seconds: float) -> None:
         self.every, self.last = every_seconds, 0.0
 
     def on_train_start(self, trainer: TrainerView) -> None:
         self.last = trainer.state.elapsed
+        if trainer.state.step == 0 and not (trainer.run_dir / CHECKPOINT).exists():
+            trainer.request_checkpoint()
 
     def on_step_end(self, trainer: TrainerView, logs: dict) -> None:
         if trainer.state.elapsed - self.last >= self.every:
-            trainer.save()
+            trainer.request_checkpoint()
             self.last = trainer.state.elapsed
 
     def on_train_end(self, trainer: TrainerView) -> None:
         if not str(trainer.state.stop_reason).startswith(("diverged", "failed")) and trainer.state.step > 0:
-            trainer.save()
+            try:
+                trainer.save()
+            except FloatingPointError as exc:
+                trainer.state.stop_reason = f"diverged: {exc}"
 
 
 class ProgressBar(Callback):
@@ -169,7 +224,9 @@ class EvolutionRecorder(Callback):
         self.test = None
         if not self.every or trainer.rank != 0 or not trainer.data.has_labels:
             return
-        test = trainer.test_data or load_dataset(trainer.cfg.dataset, "test", label=trainer.cfg.dataset_label)
+        test = held_out(trainer, "the embedding snapshots")
+        if test is None or not test.has_labels or len(test) < 4:  # fewer points than any map of them needs
+            return
         self.test = test.head(self.samples, seed=3)
         old = read_evolution(trainer.run_dir)
         keep = [i for i, s in enumerate(old["steps"]) if s <= trainer.state.step] if old is not None else []
@@ -183,7 +240,7 @@ class EvolutionRecorder(Callback):
             self.snapshot(trainer)
 
     def on_train_end(self, trainer: TrainerView) -> None:
-        if self.test is not None and not str(trainer.state.stop_reason).startswith("diverged") and trainer.state.step not in self.steps:
+        if self.test is not None and not str(trainer.state.stop_reason).startswith(("diverged", "failed")) and trainer.state.step not in self.steps:
             self.snapshot(trainer)
 
     def snapshot(self, trainer: TrainerView) -> None:
@@ -193,6 +250,8 @@ class EvolutionRecorder(Callback):
         with torch.inference_mode():
             z = F.normalize(embed_dataset(method.encoder, self.test.images, device=trainer.device), dim=1)
         method.train(was_training)
+        if not torch.isfinite(z).all():  # poisoned weights: no snapshot (the run stops as diverged)
+            return
         self.steps.append(int(trainer.state.step))
         self.embeddings.append(z.numpy().astype(np.float16))
         if len(self.steps) > self.max_snapshots:

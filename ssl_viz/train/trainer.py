@@ -17,8 +17,8 @@ method in DDP, shards every batch, and SimCLR/MoCo gather negatives across ranks
 
 from __future__ import annotations
 
+import logging
 import math
-import signal
 import time
 from pathlib import Path
 
@@ -26,16 +26,20 @@ import torch
 import torch.distributed as dist
 
 from ssl_viz.augment import MultiViewAugment, parse_policy
-from ssl_viz.checkpoint import load_trainer_state, read_state_dict, save_run
+from ssl_viz.checkpoint import load_trainer_state, read_state_dict
 from ssl_viz.config import TrainConfig
 from ssl_viz.data import ImageDataset, load_dataset
-from ssl_viz.device import configure_backend, device_name, env_rank, init_distributed, pick_device, shutdown_distributed
+from ssl_viz.device import configure_backend, init_distributed, pick_device
 from ssl_viz.encoders import build_encoder
 from ssl_viz.methods import SSLMethod, build_method
-from ssl_viz.rundir import CHECKPOINT, RunDirError, read_config
-from ssl_viz.train.base import Callback, TrainingError, TrainState
+from ssl_viz.rundir import CHECKPOINT, truncate_metrics, write_config
+from ssl_viz.train.base import Callback, TrainingError, TrainState, check_trainable
 from ssl_viz.train.callbacks import default_callbacks
+from ssl_viz.train.checkpoints import model_card, nonfinite_tensor, save_checked, snapshot, write_checkpoint
 from ssl_viz.train.optim import build_optimizer
+from ssl_viz.train.stop import StopControl, nonfinite_text
+
+log = logging.getLogger(__name__)
 
 
 def lr_factor(progress: float, warmup_fraction: float) -> float:
@@ -73,6 +77,15 @@ class Trainer:
     seeded from ``cfg.seed`` and the rank; :meth:`from_config` seeds torch's global RNG with ``cfg.seed + rank``
     before it builds the method (the weights' initialisation).
 
+    Stopping: every stop decision (time budget, divergence, cancel) is taken once per step and shared by all
+    ranks (:class:`~ssl_viz.train.stop.StopControl`); :meth:`request_stop` (the SIGTERM handler) asks for one.
+
+    Checkpoints: only weights that produced a finite loss are written. A checkpoint asked for after step ``s``
+    (:meth:`request_checkpoint`, e.g. by the :class:`~ssl_viz.train.callbacks.Checkpointer`) is kept in memory and
+    written during step ``s + 1``, once that step's loss, computed with exactly those weights, is finite; the
+    final one (:meth:`save`) is written only when every parameter and buffer is finite and the weights embed a
+    probe batch as finite numbers.
+
     Raises:
         TrainingError: an unknown ``cfg.optimizer``.
     """
@@ -104,6 +117,12 @@ class Trainer:
         self.callbacks = callbacks if callbacks is not None else default_callbacks(cfg, self.rank)
         self.steps_per_epoch = max(1, len(self.data) // (cfg.batch_size * self.world))
         self.state.total_steps = max(1, int(round(cfg.epochs * self.steps_per_epoch)))
+        self.state.total_estimated = bool(cfg.time_budget)  # re-estimated from the pace after every step
+        self.stop = StopControl(cfg.time_budget, self.distributed)
+        self.running = False       # inside fit()'s loop: a SIGTERM then asks for a shared stop
+        self._start: float | None = None
+        self._pending: tuple | None = None   # a requested checkpoint, written once its weights give a finite loss
+        self._failure: OSError | None = None  # a checkpoint write that failed (DDP: shared at the next step)
 
     @classmethod
     def from_config(cls, cfg: TrainConfig, run_dir: str | Path, callbacks: list[Callback] | None = None,
@@ -116,8 +135,12 @@ class Trainer:
         data = dataset if dataset is not None else load_dataset(cfg.dataset, "train", label=cfg.dataset_label)
         if cfg.max_train_images:
             data = data.head(cfg.max_train_images, seed=cfg.seed)
+        check_trainable(cfg, data)
         encoder = build_encoder(cfg.encoder, in_channels=data.channels, width=cfg.encoder_width)
-        method = build_method(cfg.method, encoder, cfg.method_cfg, num_samples=len(data), num_classes=max(1, data.num_classes))
+        try:
+            method = build_method(cfg.method, encoder, cfg.method_cfg, num_samples=len(data), num_classes=max(1, data.num_classes))
+        except ValueError as exc:  # the method's own limits (sizes, names)
+            raise TrainingError(f"cannot train {cfg.method} on {cfg.dataset}: {exc}") from exc
         augment = MultiViewAugment(parse_policy(cfg.augment), n_views=method.num_views)
         return cls(method, data, augment, run_dir, cfg, callbacks=callbacks, test_data=test_dataset, command=command)
 
@@ -136,6 +159,7 @@ class Trainer:
         s = state["loop"]
         self.state.step, self.state.elapsed, self.state.images_seen = int(s["step"]), float(s["elapsed"]), int(s["images_seen"])
         self.state.total_steps = int(s["total_steps"])
+        self.stop.elapsed = self.state.elapsed
         self.generator.manual_seed(self._seed(step=self.state.step))
         self.method_generator.manual_seed(self._seed(method=True, step=self.state.step))
         return True
@@ -155,15 +179,25 @@ class Trainer:
                 yield chunk[self.rank::self.world]
 
     def progress(self) -> float:
+        """Share of the run done, in [0, 1]: of the time budget by the clock all ranks share, else of the steps."""
         if self.cfg.time_budget:
-            return min(1.0, self.state.elapsed / self.cfg.time_budget)
+            return self.stop.progress()
         return min(1.0, self.state.step / self.state.total_steps)
+
+    def request_stop(self) -> None:
+        """Stop (as cancelled) after the current step, on every rank; safe to call from a signal handler."""
+        self.stop.request()
 
     def train_step(self, index: torch.Tensor) -> dict:
         """One optimiser step on the images ``index`` ``[B]``; returns the step's logs as floats (loss, lr, grad_norm, ...).
 
+        Before the update every rank shares whether its loss and gradient norm are finite and its stop request
+        (:meth:`StopControl.sync`); a checkpoint requested after the previous step is written here, its weights
+        having just given a finite loss.
+
         Raises:
-            FloatingPointError: the loss is not finite (checked before the update, so the weights stay finite).
+            FloatingPointError: the loss or gradient norm is not finite on some rank (checked before the update,
+                on every rank at once, so the weights stay finite and no rank waits for another).
         """
         cfg = self.cfg
         x = self.images[index.to(self.images.device)].to(self.device, non_blocking=True).float().div_(255.0)
@@ -184,108 +218,133 @@ class Trainer:
             self.method.before_optimizer_step(self.state.step)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.method.parameters(), cfg.grad_clip) if cfg.grad_clip else torch.zeros(())
         logs = out.floats(grad_norm=grad_norm)  # the step's one host synchronisation
-        if not math.isfinite(logs["loss"]):  # checked before the update: the weights stay finite
-            raise FloatingPointError(f"loss became {logs['loss']} at step {self.state.step}")
+        bad = next((k for k in ("loss", "grad_norm") if not math.isfinite(logs[k])), None)
+        kept = nonfinite_tensor(self._pending[0]) if self._pending is not None else None  # e.g. a NaN BatchNorm statistic
+        local = time.perf_counter() - self._start if self._start is not None else self.state.elapsed
+        nonfinite = self.stop.sync(local, self.rank, bad is not None or kept is not None, self._failure is not None)
+        if self.stop.failed:  # a checkpoint could not be written (rank 0): every rank stops as failed
+            raise self._failure or OSError("writing a checkpoint failed on another process")
+        if nonfinite:  # checked before the update, by every rank at once
+            raise FloatingPointError(nonfinite_text(bad and logs[bad], bad, kept, self.state.step))
+        if self._pending is not None:  # the weights of the requested checkpoint just gave a finite loss: write it
+            self._write_pending()
         self.optimizer.step()
         self.method.on_step_end(out, self.state.step, self.state.total_steps)
         return {**logs, "lr": cfg.lr * factor}
 
     def fit(self, resume: bool = False) -> TrainState:
-        """Run until the epoch or time budget is spent; returns the final state.
+        """Run until the epoch or time budget is spent, the loss diverges or a stop is asked for; returns the final state.
 
-        Raises:
-            TrainingError: ``resume`` and the run directory has no checkpoint yet.
+        ``resume``: continue from the run directory's last checkpoint, or, when it has none yet (a run killed
+        before its first checkpoint), from step 0 with the same config. ``config.json`` is written (atomically)
+        before the first step. Whatever happens (an exception included, which is then re-raised) the callbacks'
+        ``on_train_end`` run, so ``status.json`` ends in a final state, never "running".
         """
-        if resume and not self.resume():
-            raise TrainingError(f"nothing to resume in {self.run_dir}: no checkpoint yet")
+        if resume:
+            if not self.resume():
+                log.warning("%s has no checkpoint yet: training again from step 0 with its config.json", self.run_dir)
+            if self.rank == 0:  # what a killed attempt logged past the checkpoint would mix with the new records
+                truncate_metrics(self.run_dir, self.state.step)
         self.method.train()
-        for cb in self.callbacks:
-            cb.on_train_start(self)
-        start = time.perf_counter() - self.state.elapsed
-        window_t, window_imgs = time.perf_counter(), 0
+        self._start = time.perf_counter() - self.state.elapsed
+        self.stop.elapsed = self.state.elapsed
+        error: BaseException | None = None
+        self.running = True
         try:
-            for index in self.batches():
-                if self._finished():
-                    break
-                logs = self.train_step(index)
-                self.state.step += 1
-                self.state.images_seen += len(index) * self.world
-                window_imgs += len(index) * self.world
-                self.state.elapsed = time.perf_counter() - start
-                self.state.progress = self.progress()
-                now = time.perf_counter()
-                logs["images_per_s"] = window_imgs / max(now - window_t, 1e-9)
-                if self.state.step % self.cfg.log_every == 0:
-                    window_t, window_imgs = now, 0
-                self.state.last_logs = logs
-                cb_start = time.perf_counter()
-                for cb in self.callbacks:
-                    cb.on_step_end(self, logs)
-                spent = time.perf_counter() - cb_start
-                start += spent  # monitoring and checkpoints do not eat the training budget
-                window_t += spent
-            self.state.stop_reason = self.state.stop_reason or "done"
+            if self.rank == 0:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                write_config(self.run_dir, self.cfg)  # before the first step: a run killed at any moment can be resumed
+            for cb in self.callbacks:
+                cb.on_train_start(self)
+            self._loop()
+            if self._failure is not None:  # the last write failed and no later step shared it
+                raise self._failure
+            self.state.stop_reason = self.state.stop_reason or ("cancelled" if self.stop.reason == "cancelled" else "done")
         except FloatingPointError as exc:
             self.state.stop_reason = f"diverged: {exc}"
         except KeyboardInterrupt:
             self.state.stop_reason = "cancelled"
         except OSError as exc:  # disk full during a checkpoint: the previous checkpoint is intact
             self.state.stop_reason = f"failed: {exc.strerror or exc}"
+        except Exception as exc:  # anything else: recorded as failed, then raised
+            self.state.stop_reason, error = f"failed: {type(exc).__name__}: {exc}", exc
+        self.running, self._pending = False, None  # a checkpoint whose weights never gave a finite loss is dropped
+        if self.state.stop_reason == "done" and self.cfg.time_budget:
+            self.state.total_steps, self.state.total_estimated = self.state.step, False
         self.method.eval()
         for cb in sorted(self.callbacks, key=lambda c: c.end_last):
-            cb.on_train_end(self)
+            try:
+                cb.on_train_end(self)
+            except Exception as exc:  # noqa: BLE001 - the status writer (last) must still run
+                if error is None:
+                    self.state.stop_reason, error = f"failed: {type(exc).__name__}: {exc}", exc
+        if error is not None:
+            raise error
         if self.distributed:
             dist.barrier()
         return self.state
 
+    def _loop(self) -> None:
+        window_t, window_imgs = time.perf_counter(), 0
+        for index in self.batches():
+            if self._finished():
+                break
+            logs = self.train_step(index)
+            self.state.step += 1
+            self.state.images_seen += len(index) * self.world
+            window_imgs += len(index) * self.world
+            self.state.elapsed = time.perf_counter() - self._start
+            if self.cfg.time_budget:  # the same estimate on every rank: it comes from the shared clock
+                self.state.total_steps = self.stop.estimate_total(self.state.step)
+            self.state.progress = self.progress()
+            now = time.perf_counter()
+            logs["images_per_s"] = window_imgs / max(now - window_t, 1e-9)
+            if self.state.step % self.cfg.log_every == 0:
+                window_t, window_imgs = now, 0
+            self.state.last_logs = logs
+            cb_start = time.perf_counter()
+            for cb in self.callbacks:
+                cb.on_step_end(self, logs)
+            spent = time.perf_counter() - cb_start
+            self._start += spent  # monitoring and checkpoints do not eat the training budget
+            window_t += spent
+
     def _finished(self) -> bool:
+        if self.stop.reason is not None:  # cancelled or out of time: decided by all ranks together
+            return True
         if self.cfg.time_budget:
-            return self.state.elapsed >= self.cfg.time_budget
+            return self.stop.elapsed >= self.cfg.time_budget
         return self.state.step >= self.state.total_steps
 
     # ------------------------------------------------------------------ saving
     def card(self) -> dict:
         """The model card: what was trained on what, how long, where, and the latest monitor results."""
-        return {
-            "method": self.cfg.method, "encoder": self.cfg.encoder, "dataset": self.cfg.dataset, "augment": self.cfg.augment,
-            "in_channels": self.data.channels, "image_size": list(self.data.image_size), "num_samples": len(self.data),
-            "num_classes": self.data.num_classes, "steps": self.state.step, "images_seen": self.state.images_seen,
-            "seconds": round(self.state.elapsed, 1), "device": device_name(self.device), "world_size": self.world,
-            "command": self.command, "metrics": dict(self.metrics),
-        }
+        return model_card(self)
+
+    def request_checkpoint(self) -> None:
+        """Checkpoint the weights as they are now, once they have given a finite loss (during the next step; rank 0)."""
+        if self.rank == 0:
+            self._pending = snapshot(self)
+
+    def _write_pending(self) -> None:
+        """Write the requested checkpoint (not training time). A write error (disk full) stops a single process at
+        once; under DDP it is kept and shared at the next step's sync, so every rank stops together."""
+        pending, self._pending = self._pending, None
+        t = time.perf_counter()
+        try:
+            write_checkpoint(self, *pending)
+        except OSError as exc:
+            if not self.distributed:
+                raise
+            self._failure = exc
+        self._start += time.perf_counter() - t
 
     def save(self) -> None:
-        """Write checkpoint, config, card and resumable state (rank 0; atomic)."""
-        if self.rank != 0:
-            return
-        loop = {"step": self.state.step, "elapsed": self.state.elapsed, "images_seen": self.state.images_seen, "total_steps": self.state.total_steps}
-        save_run(self.run_dir, self.method, self.cfg, self.card(), {"optimizer": self.optimizer.state_dict(), "loop": loop})
+        """Write checkpoint, config, card and resumable state now (rank 0; atomic), if the weights are sound.
 
-
-def load_config(run_dir: str | Path) -> TrainConfig:
-    """The TrainConfig of a run directory (its ``config.json``).
-
-    Raises:
-        TrainingError: ``run_dir`` has no readable ``config.json``.
-    """
-    try:
-        return read_config(run_dir)
-    except RunDirError as exc:
-        raise TrainingError(str(exc)) from exc
-
-
-def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress_bar: bool = False, command: str = "") -> TrainState:
-    """Train (or resume) a run with the default callbacks; SIGTERM cancels cleanly, keeping the last checkpoint."""
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    if hasattr(signal, "SIGTERM"):
-        try:
-            signal.signal(signal.SIGTERM, on_term)
-        except ValueError:  # not the main thread
-            pass
-    trainer = Trainer.from_config(cfg, run_dir, callbacks=default_callbacks(cfg, env_rank(), progress_bar), command=command)
-    state = trainer.fit(resume=resume)
-    if trainer.distributed:
-        shutdown_distributed()
-    return state
+        Raises:
+            FloatingPointError: a parameter or buffer holds NaN/inf, or the weights embed a probe batch of training
+                images as NaN/inf (:func:`~ssl_viz.train.checkpoints.weights_problem`); nothing is written.
+        """
+        if self.rank == 0:
+            save_checked(self)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from ssl_viz.analysis.projection import is_projection_cached, project_cached, umap_is_warm
+from ssl_viz.analysis.projection import ProjectionError, is_projection_cached, project_cached, umap_is_warm
 from ssl_viz.ui.loaders import get_dataset, get_model
 from ssl_viz.ui.workspace import current_workspace
 
@@ -31,20 +31,27 @@ def project_with_spinner(embeddings: np.ndarray, key: dict, method: str, dims: i
 
     ``method`` is a shown name of :data:`PROJECTIONS`. The spinner says when a projection is not
     cached and will take a while, and warns of numba's compilation before the first UMAP in a process.
+    Too few points for the method (:class:`~ssl_viz.analysis.projection.ProjectionError`) end the page
+    with one ``st.error`` naming how many it needs.
     """
     code = PROJECTIONS[method]
     slow = "" if code == "pca" or is_projection_cached(embeddings, key, code, dims) else f"Running {method} on {len(embeddings)} points…"
     if code == "umap" and slow and not umap_is_warm():
         slow += " The first UMAP in a fresh server compiles numba code (30-60 s); later ones take seconds."
-    with st.spinner(slow or "Projecting…"):
-        return project_cached(embeddings, key, code, dims)
+    try:
+        with st.spinner(slow or "Projecting…"):
+            return project_cached(embeddings, key, code, dims)
+    except ProjectionError as exc:
+        st.error(f"Cannot draw a {dims}-D {method} map: {exc}")
+        st.stop()
 
 
-def labelled_workspace_or_stop(needs: str):
+def labelled_workspace_or_stop(needs: str, min_classes: int = 1):
     """The workspace with its model and labelled test and train sets ``(ws, model, test_ds, train_ds)``.
 
     A model or dataset that cannot be loaded ends the page with one ``st.error`` ("Cannot load the
-    workspace: ..."); a dataset without labels ends it with "<dataset> has no labels: <needs>.".
+    workspace: ..."); a dataset without labels ends it with "<dataset> has no labels: <needs>.", one with
+    fewer than ``min_classes`` classes with "<dataset> has only one class: <needs> (at least two)."
     """
     ws = current_workspace()
     try:
@@ -55,4 +62,13 @@ def labelled_workspace_or_stop(needs: str):
     if not test_ds.has_labels:
         st.error(f"{ws.dataset} has no labels: {needs}.")
         st.stop()
+    n = max(train_ds.num_classes, test_ds.num_classes)
+    if n < min_classes:
+        have = "only one class" if n == 1 else f"only {n} classes"
+        st.error(f"{ws.dataset} has {have} ({', '.join(train_ds.class_names)}): {needs} (at least {_count(min_classes)}).")
+        st.stop()
     return ws, model, test_ds, train_ds
+
+
+def _count(n: int) -> str:
+    return {2: "two", 3: "three"}.get(n, str(n))

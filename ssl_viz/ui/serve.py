@@ -6,13 +6,20 @@ named ``pages/`` next to the entry script as a v1 multipage app until
 fresh server, if it is a deep link such as ``/kernels``, would run that page
 without ``app.py`` (no workspace sidebar, file-name navigation). Clearing the
 flag before the server starts, as ``st.navigation`` itself does, routes every
-request through ``app.py``.
+request through ``app.py`` (and so through its password form, when ``SSL_VIZ_PASSWORD`` is set).
+
+Served beyond loopback (``make run HOST=0.0.0.0``, the Docker image), tracebacks are hidden from
+clients (``--client.showErrorDetails=none``; the server logs them) and the log warns when no
+password is set (:func:`ssl_viz.ui.access.serve_flags`).
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
+
+from ssl_viz.ui.access import serve_flags
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
 
@@ -22,7 +29,12 @@ def main(argv: list[str] | None = None) -> None:
     from streamlit.web import cli
 
     PagesManager.uses_pages_directory = False
-    sys.argv = ["streamlit", "run", str(APP), *(sys.argv[1:] if argv is None else argv)]
+    args = list(sys.argv[1:] if argv is None else argv)
+    flags, warnings = serve_flags(args)
+    for text in warnings:
+        logging.getLogger("ssl_viz.serve").warning(text)
+        print(f"WARNING: {text}", file=sys.stderr, flush=True)
+    sys.argv = ["streamlit", "run", str(APP), *args, *flags]
     sys.exit(cli.main())
 
 

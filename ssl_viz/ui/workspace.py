@@ -95,7 +95,10 @@ def default_dataset() -> str:
 
 
 def current_workspace() -> Workspace:
-    """The workspace chosen in the sidebar, or the defaults."""
+    """The workspace chosen in the sidebar, or the defaults (behind the password form when one is set)."""
+    from ssl_viz.ui.access import require_password
+
+    require_password()  # every page reads the workspace: a page run without app.py is gated too
     state = st.session_state
     if not state.get("ws_model"):
         state["ws_model"] = default_model()
