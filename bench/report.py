@@ -204,6 +204,10 @@ def main() -> None:
         body = section_time(args.retrain) if key == "time" else globals()[f"section_{key}"]()
         doc += ["", f"## {titles[key]}", "", body]
         args.out.write_text("\n".join(doc) + "\n")  # partial results survive an interrupted run
+    previous = previous_sections(args.out)
+    for title, body in previous.items():  # sections written by the long, separate benchmarks (classroom, memory) stay
+        if title not in titles.values():
+            doc += ["", f"## {title}", "", body]
     args.out.write_text("\n".join(doc) + "\n")
     print(f"wrote {args.out}")
 

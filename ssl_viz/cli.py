@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 from dataclasses import fields, replace
@@ -89,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--label", help="factor used as label")
         p.add_argument("--representation", default="backbone", help="backbone, projector or stage:NAME")
         p.add_argument("--device", default="auto")
+        p.add_argument("--allow-partial", action="store_true",
+                       help="load a checkpoint file that lacks some of the encoder's tensors (they stay random)")
         if name == "embed":
             p.add_argument("--split", default="test", choices=["train", "test"])
             p.add_argument("--out", type=Path, required=True)
@@ -97,22 +100,30 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--k", type=int, default=KNN_K)
             p.add_argument("--knn-temperature", type=float, default=KNN_TEMPERATURE)
 
-    dg = sub.add_parser("diagnose", help="which augmentations suit this dataset's label? verdicts as JSON (and CSV)")
+    from ssl_viz.analysis.diagnosis.dose import DEFAULT_N_TEST, DEFAULT_N_TRAIN
+
+    dg = sub.add_parser("diagnose", help="which augmentations suit this dataset's label? dose-response, verdicts and a recommended policy as JSON")
     dg.add_argument("--dataset", required=True, help="a labelled dataset (or one with factors, with --label)")
     dg.add_argument("--label", help="factor used as label, e.g. orientation, source, color, shape")
     dg.add_argument("--checkpoint", help="encoder to measure invariance and kNN/linear accuracy with (run directory or file)")
     dg.add_argument("--encoder", help="architecture of a bare checkpoint file; alone: an untrained encoder of it")
+    dg.add_argument("--allow-partial", action="store_true",
+                    help="load a checkpoint file that lacks some of the encoder's tensors (they stay random)")
     dg.add_argument("--representation", default="backbone", help="backbone, projector or stage:NAME")
     dg.add_argument("--augmentations", help="comma-separated subset of: " + ", ".join(_single_transforms()))
-    dg.add_argument("--strength", type=float, default=1.0, help="augmentation magnitude in (0, 1]")
-    dg.add_argument("--n-train", type=int, default=None, help="at most this many training images (probe and kNN bank)")
-    dg.add_argument("--n-test", type=int, default=None, help="at most this many test images")
+    dg.add_argument("--strengths", help="comma-separated doses in (0, 1] of the dose-response (default 0.2,0.4,0.6,0.8,1)")
+    dg.add_argument("--strength", type=float, default=1.0, help="the dose of the single-strength verdicts (augmentations, CSV)")
+    dg.add_argument("--n-train", type=int, default=DEFAULT_N_TRAIN, help="training images of the probe and the kNN bank (a seeded random subset)")
+    dg.add_argument("--n-test", type=int, default=DEFAULT_N_TEST, help="test images measured (a seeded random subset)")
     dg.add_argument("--seed", type=int, default=0)
-    dg.add_argument("--device", default="cpu", help="device of the ablation runs")
+    dg.add_argument("--device", default="cpu", help="device of the ablation and verification runs")
     dg.add_argument("--ablation", choices=["add", "remove"], help="also train short runs with each augmentation added to / removed from --augment")
     dg.add_argument("--ablation-budget", type=float, default=20.0, help="seconds per ablation run")
     dg.add_argument("--augment", default="simclr", help="base policy of the ablation runs")
-    dg.add_argument("--out", type=Path, required=True, help="JSON report")
+    dg.add_argument("--verify", type=float, metavar="SECONDS",
+                    help="train SimCLR for SECONDS with the recommended policy, with simclr and with simclr-small; report their kNN top-1")
+    dg.add_argument("--batch-size", type=int, default=None, help="batch of the ablation and verification runs (default 256)")
+    dg.add_argument("--out", type=Path, required=True, help="JSON report: the dose-response curves, the recommended policy, the verdicts at --strength")
     dg.add_argument("--csv", type=Path, help="also write the table as CSV")
     return parser
 
@@ -191,14 +202,43 @@ def cmd_train(args: argparse.Namespace) -> int:
         if (Path(run_dir) / CHECKPOINT).exists():
             raise CliError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
         state = train(cfg, run_dir, progress_bar=not args.quiet, command=command)
-    print(json.dumps({"run_dir": str(run_dir), "steps": state.step, "seconds": round(state.elapsed, 1), "stop": state.stop_reason}))
+    print(strict_json({"run_dir": str(run_dir), "steps": state.step, "seconds": round(state.elapsed, 1), "stop": state.stop_reason}))
     return 0 if state.stop_reason in ("done", "cancelled") else 1
 
 
 def _load(args: argparse.Namespace):
+    """The model of ``--checkpoint``; for a checkpoint file, its load report goes to stderr (one line)."""
     from ssl_viz.checkpoint import load_model
 
-    return load_model(args.checkpoint, args.encoder)
+    model = load_model(args.checkpoint, args.encoder, allow_partial=getattr(args, "allow_partial", False))
+    if Path(args.checkpoint).is_file():
+        print(f"loaded {Path(args.checkpoint).name} as {args.encoder}: {model.report.summary()}", file=sys.stderr)
+    return model
+
+
+def strict_json(obj) -> str:
+    """``obj`` as strict JSON (RFC 8259): NaN and infinities become null, never the bare ``NaN`` Python writes."""
+    def clean(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value
+
+    return json.dumps(clean(obj), allow_nan=False)
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Numeric flags of ``embed`` / ``evaluate`` in range, else :class:`CliError` (one line, exit 2)."""
+    if getattr(args, "k", 1) < 1:
+        raise CliError(f"--k must be at least 1 (neighbours that vote), got {args.k}")
+    temperature = getattr(args, "knn_temperature", 1.0)
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise CliError(f"--knn-temperature must be a positive number, got {temperature}")
+    if getattr(args, "max_train", None) is not None and args.max_train < 1:
+        raise CliError(f"--max-train must be at least 1 (training images in the kNN bank), got {args.max_train}")
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -206,8 +246,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     from ssl_viz.data import load_dataset
     from ssl_viz.device import pick_device
-    from ssl_viz.evaluate import embed_dataset
+    from ssl_viz.evaluate import check_embeddings, embed_dataset
+    from ssl_viz.fileio import atomic_write
 
+    _check_numbers(args)
     model = _load(args)
     ds = load_dataset(args.dataset, args.split, label=args.label)
     device = pick_device(args.device)
@@ -217,9 +259,14 @@ def cmd_embed(args: argparse.Namespace) -> int:
         model.projector.to(device)
     with torch.inference_mode():
         emb = embed_dataset(fn, ds.images, device=device)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(args.out, embeddings=emb.numpy(), labels=ds.labels.numpy())
-    print(json.dumps({"out": str(args.out), "embeddings": list(emb.shape)}))
+    check_embeddings(emb, f"{model.name}'s {args.representation} embeddings of {args.dataset} [{args.split}]")  # before any file
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, embeddings=emb.numpy(), labels=ds.labels.numpy())
+
+    atomic_write(args.out, write)  # never a half-written file
+    print(strict_json({"out": str(args.out), "embeddings": list(emb.shape)}))
     return 0
 
 
@@ -227,13 +274,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ssl_viz.data import load_dataset
     from ssl_viz.evaluate import evaluate_model
 
+    _check_numbers(args)
     model = _load(args)
     train_ds = load_dataset(args.dataset, "train", label=args.label)
     test_ds = load_dataset(args.dataset, "test", label=args.label)
-    if args.max_train:
+    if args.max_train is not None:
         train_ds = train_ds.head(args.max_train)
     result = evaluate_model(model, train_ds, test_ds, representation=args.representation, k=args.k, temperature=args.knn_temperature, device=args.device)
-    print(json.dumps(result))
+    print(strict_json(result))
     return 0
 
 
@@ -243,27 +291,40 @@ def _single_transforms() -> list[str]:
     return SINGLE_TRANSFORMS
 
 
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CliError(f"{flag} takes comma-separated numbers, got {text!r}") from None
+
+
 def cmd_diagnose(args: argparse.Namespace) -> int:
     import torch
 
-    from ssl_viz.analysis.diagnosis import attach_ablation, diagnose
+    from ssl_viz.analysis.diagnosis import STRENGTHS, attach_ablation, dose_response, jsonable
     from ssl_viz.data import load_dataset
-    from ssl_viz.sweeps import run_ablation, sweep_config
+    from ssl_viz.fileio import atomic_write_text
+    from ssl_viz.sweeps import run_ablation, run_verification, sweep_config
 
     names = [n.strip() for n in args.augmentations.split(",") if n.strip()] if args.augmentations else _single_transforms()
     unknown = [n for n in names if n not in _single_transforms()]
     if unknown:
         raise CliError(f"unknown augmentation {unknown[0]!r}; choose from: {', '.join(_single_transforms())}")
-    if not 0.0 < args.strength <= 1.0:
-        raise CliError(f"--strength must be in (0, 1], got {args.strength}")
-    train_ds = load_dataset(args.dataset, "train", label=args.label)
-    test_ds = load_dataset(args.dataset, "test", label=args.label)
-    if not (train_ds.has_labels and test_ds.has_labels):
+    strengths = _floats(args.strengths, "--strengths") if args.strengths else list(STRENGTHS)
+    for flag, values in (("--strength", [args.strength]), ("--strengths", strengths)):
+        if not values or not all(0.0 < v <= 1.0 for v in values):
+            raise CliError(f"{flag} must be in (0, 1], got {', '.join(f'{v:g}' for v in values) or 'nothing'}")
+    for flag, value in (("--n-train", args.n_train), ("--n-test", args.n_test), ("--batch-size", args.batch_size or 2)):
+        if value < 1 or (flag == "--batch-size" and value < 2):
+            raise CliError(f"{flag} must be at least {2 if flag == '--batch-size' else 1}, got {value}")
+    for flag, value in (("--verify", args.verify), ("--ablation-budget", args.ablation_budget)):
+        if value is not None and not value > 0:
+            raise CliError(f"{flag} must be a positive number of seconds, got {value:g}")
+    full_train = load_dataset(args.dataset, "train", label=args.label)
+    full_test = load_dataset(args.dataset, "test", label=args.label)
+    if not (full_train.has_labels and full_test.has_labels):
         raise CliError(f"{args.dataset} has no labels; pick a labelled dataset or a factor with --label")
-    if args.n_train:
-        train_ds = train_ds.head(args.n_train, seed=args.seed)
-    if args.n_test:
-        test_ds = test_ds.head(args.n_test, seed=args.seed)
+    train_ds, test_ds = full_train.head(args.n_train, seed=args.seed), full_test.head(args.n_test, seed=args.seed)
     embed_fn, encoder_name = None, None
     if args.checkpoint:
         model = _load(args)
@@ -272,21 +333,35 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         from ssl_viz.encoders import build_encoder
 
         embed_fn, encoder_name = build_encoder(args.encoder, in_channels=train_ds.channels).eval(), f"untrained {args.encoder}"
-    with torch.no_grad():
-        diag = diagnose(train_ds, test_ds, embed_fn, names, strength=args.strength, seed=args.seed, encoder_name=encoder_name)
+    try:
+        with torch.no_grad():
+            resp = dose_response(train_ds, test_ds, embed_fn, names, sorted(set(strengths) | {args.strength}), seed=args.seed,
+                                 encoder_name=encoder_name)
+    except ValueError as exc:  # too small a sample for the probe
+        raise CliError(str(exc)) from exc
+    diag = resp.at(args.strength)
+    base = sweep_config(args.dataset, args.label, args.augment, device=args.device, seed=args.seed)
+    if args.batch_size:
+        base = replace(base, batch_size=args.batch_size)
     if args.ablation:
-        base = sweep_config(args.dataset, args.label, args.augment, device=args.device, seed=args.seed)
         try:
             accs = run_ablation(base, names, train_ds, test_ds, mode=args.ablation, budget=args.ablation_budget)
         except ValueError as exc:
             raise CliError(str(exc)) from exc
         attach_ablation(diag, accs, args.ablation)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(diag.to_json())
+    for c in resp.curves:
+        print(c.summary)
+    print(f"recommended policy: {resp.recommended_policy}")
+    if args.verify:
+        resp.verification = run_verification(base, resp.recommended_policy, full_train, full_test, args.verify)
+        print(f"kNN top-1 after {args.verify:g} s of SimCLR ({args.dataset}, {full_train.label_factor or 'label'}): "
+              + ", ".join(f"{k} {v:.3f}" for k, v in resp.verification.items()))
+    report = {**diag.to_dict(), **resp.to_dict(), "seconds": round(resp.seconds, 1)}
+    atomic_write_text(args.out, json.dumps(report, indent=2, allow_nan=False))
     if args.csv:
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        args.csv.write_text(diag.to_csv())
-    print(json.dumps({"out": str(args.out), "seconds": round(diag.seconds, 1), "verdicts": diag.verdicts}))
+        atomic_write_text(args.csv, diag.to_csv())
+    print(strict_json(jsonable({"out": str(args.out), "seconds": round(resp.seconds, 1), "verdicts": diag.verdicts,
+                                "recommended_policy": resp.recommended_policy, "verification": resp.verification})))
     return 0
 
 
@@ -294,13 +369,14 @@ def main(argv: list[str] | None = None) -> int:
     from ssl_viz.checkpoint import CheckpointError
     from ssl_viz.data import DatasetError
     from ssl_viz.encoders import EncoderError
+    from ssl_viz.evaluate import EmbeddingError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"train": cmd_train, "embed": cmd_embed, "evaluate": cmd_evaluate, "diagnose": cmd_diagnose}
     try:
         return handlers[args.command](args)
-    except (CliError, ConfigError, RunDirError, CheckpointError, DatasetError, EncoderError) as exc:
+    except (CliError, ConfigError, RunDirError, CheckpointError, DatasetError, EncoderError, EmbeddingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:

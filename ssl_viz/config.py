@@ -34,6 +34,7 @@ class AugmentConfig:
     blur_p: float = 0.0
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_p: float = 0.0
+    solarize_threshold: float = 0.5                # solarize inverts pixels >= this (BYOL: 0.5)
     # context
     jigsaw_grid: int = 0                           # 0 off; g shuffles a g x g grid of patches
     jigsaw_p: float = 0.0

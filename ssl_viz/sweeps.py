@@ -1,4 +1,5 @@
-"""Sweeps of short training runs: the diagnosis's augmentation ablation, trained here or queued as background runs.
+"""Sweeps of short training runs: the diagnosis's augmentation ablation and the verification of its recommended
+policy, trained here or queued as background runs.
 
 An ablation sweep trains one short SimCLR run per augmentation, with that augmentation added
 to (or removed from) a base policy, plus a ``"baseline"`` run of the base policy; each run's
@@ -7,6 +8,12 @@ kNN accuracy against the baseline's is the augmentation's consequence (``ablatio
 (:func:`ssl_viz.analysis.diagnosis.ablation_configs`); this module trains them
 (:func:`run_ablation`, in this process) or queues them with :func:`ssl_viz.jobs.start_run`
 (:func:`launch_ablation`) and reads the finished ones back (:func:`ablation_results`).
+
+A verification trains the same short SimCLR run three times: with the policy the dose-response
+recommends (:func:`ssl_viz.analysis.diagnosis.dose_response`), with SimCLR's recipe ``simclr`` and
+with this project's ``simclr-small``; each run's kNN top-1 (the dataset's label, its whole test set
+against its whole training set) says whether the recommendation holds up in training
+(:func:`run_verification` here, :func:`launch_verification` / :func:`verification_results` in the background).
 """
 
 from __future__ import annotations
@@ -15,20 +22,26 @@ import json
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from ssl_viz import jobs
 from ssl_viz.analysis.diagnosis import Progress, ablation_configs, knn_top1
+from ssl_viz.augment import parse_policy
 from ssl_viz.config import TrainConfig
-from ssl_viz.data import ImageDataset
+from ssl_viz.data import ImageDataset, load_dataset
+from ssl_viz.fileio import atomic_write_json, read_json
 from ssl_viz.paths import cache_dir
 from ssl_viz.rundir import read_status
 
+VERIFY_POLICIES = ("recommended", "simclr", "simclr-small")
+
 
 def sweep_config(dataset: str, label: str | None, augment: str, device: str = "auto", seed: int = 0) -> TrainConfig:
-    """The base run of an ablation sweep: SimCLR, a small CNN of width 16, batch 128, no kNN monitor."""
+    """The base run of an ablation sweep or a verification: SimCLR, a small CNN of width 16, the default batch (256)
+    and learning rate (8e-3) of :class:`~ssl_viz.config.TrainConfig`, no kNN monitor."""
     return TrainConfig(method="simclr", encoder="small-cnn", encoder_width=16, dataset=dataset, dataset_label=label,
-                       augment=augment, batch_size=128, device=device, knn_every=0, seed=seed)
+                       augment=augment, device=device, knn_every=0, seed=seed)
 
 
 def new_manifest() -> Path:
@@ -101,3 +114,92 @@ def run_ablation(base: TrainConfig, names: Sequence[str], train: ImageDataset, t
     report(1.0, "Done")
     return out
 
+
+
+# ----------------------------------------------------------------------------- verification of a recommended policy
+
+
+def verification_configs(base: TrainConfig, recommended_spec: str, budget: float) -> dict[str, TrainConfig]:
+    """``{"recommended" | "simclr" | "simclr-small": base with that policy and a time budget of `budget` seconds}``.
+
+    Raises ValueError when ``recommended_spec`` does not parse (:func:`~ssl_viz.augment.parse_policy`)
+    or ``budget`` is not positive.
+    """
+    parse_policy(recommended_spec)
+    if not budget > 0:
+        raise ValueError(f"the verification budget must be positive seconds, got {budget}")
+    specs = {"recommended": recommended_spec, "simclr": "simclr", "simclr-small": "simclr-small"}
+    return {name: replace(base, augment=specs[name], time_budget=float(budget)) for name in VERIFY_POLICIES}
+
+
+def run_verification(base: TrainConfig, recommended_spec: str, train: ImageDataset, test: ImageDataset, budget: float,
+                     run_root: str | Path | None = None, progress: Progress | None = None) -> dict[str, float]:
+    """Train the three runs of :func:`verification_configs` one after the other in this process, each on ``train``
+    for ``budget`` seconds, into ``run_root/<name>`` (default a fresh temporary folder); returns
+    ``{name: kNN top-1 of the run's encoder, test against train}`` (:func:`~ssl_viz.analysis.diagnosis.knn_top1`)."""
+    from ssl_viz.train import Trainer
+
+    report = progress or (lambda f, t: None)
+    configs = verification_configs(base, recommended_spec, budget)
+    root = Path(run_root) if run_root else Path(tempfile.mkdtemp(prefix="ssl-viz-verify-"))
+    out = {}
+    for i, (name, cfg) in enumerate(configs.items()):
+        report(i / len(configs), f"Training SimCLR with the {name} policy ({budget:g} s)…")
+        trainer = Trainer.from_config(cfg, root / name, callbacks=[], dataset=train)
+        trainer.fit()
+        out[name] = knn_top1(trainer.method.encoder.eval(), train, test)
+    report(1.0, "Done")
+    return out
+
+
+def new_verification_manifest() -> Path:
+    """Where a verification queued now records its runs: ``<cache>/verification/<YYYYmmdd-HHMMSS>.json``."""
+    return cache_dir() / "verification" / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
+
+
+def launch_verification(base: TrainConfig, recommended_spec: str, budget: float, root: str | Path | None = None,
+                        manifest: str | Path | None = None) -> Path:
+    """Queue the three verification runs as background runs (:func:`ssl_viz.jobs.start_run`, shown on the Runs page too).
+
+    Writes and returns a manifest (default :func:`new_verification_manifest`): JSON with ``kind``
+    (``"verification"``), ``dataset``, ``label``, ``budget``, ``recommended`` (the spec), ``policies``
+    (name -> spec) and ``runs`` (name -> run directory). Read it back with :func:`verification_results`.
+    Raises ValueError (bad spec or budget) or :class:`ssl_viz.jobs.JobError` (a run that cannot start).
+    """
+    configs = verification_configs(base, recommended_spec, budget)
+    dirs = {name: jobs.start_run(cfg, root) for name, cfg in configs.items()}
+    path = Path(manifest) if manifest is not None else new_verification_manifest()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"kind": "verification", "dataset": base.dataset, "label": base.dataset_label, "budget": budget,
+                             "recommended": recommended_spec, "policies": {k: c.augment for k, c in configs.items()},
+                             "runs": {k: str(v) for k, v in dirs.items()}, "knn_top1": {}})
+    return path
+
+
+def verification_results(manifest: str | Path, train: ImageDataset | None = None,
+                         test: ImageDataset | None = None) -> tuple[dict[str, str], dict[str, float | None]]:
+    """``(states, knn)`` of the verification in ``manifest``: each run's state (``queued``, ``running``, ``done``, ...)
+    and, once it is ``done``, its kNN top-1 (None before).
+
+    The accuracy is measured on ``train`` / ``test`` (default: the manifest's dataset and label, whole
+    splits) the first time a run is seen done, and stored in the manifest, so later calls are cheap.
+    Raises FileNotFoundError / ValueError for a missing or unreadable manifest.
+    """
+    from ssl_viz.checkpoint import load_model
+
+    data = read_json(manifest)
+    if not isinstance(data, dict) or "runs" not in data:
+        if not Path(manifest).exists():
+            raise FileNotFoundError(2, "no such verification manifest", str(manifest))
+        raise ValueError(f"{manifest} is not a verification manifest")
+    runs = {k: Path(v) for k, v in data["runs"].items()}
+    states = {name: run_state(d) for name, d in runs.items()}
+    stored: dict = dict(data.get("knn_top1") or {})
+    missing = [n for n in runs if states[n] == "done" and stored.get(n) is None]
+    if missing:
+        train = train or load_dataset(data["dataset"], "train", label=data.get("label"))
+        test = test or load_dataset(data["dataset"], "test", label=data.get("label"))
+        for name in missing:
+            stored[name] = knn_top1(load_model(runs[name]).embed_fn(), train, test)
+        atomic_write_json(manifest, {**data, "knn_top1": stored})
+    return states, {name: stored.get(name) if states[name] == "done" else None for name in runs}

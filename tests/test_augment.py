@@ -330,7 +330,7 @@ def test_single_transforms_apply_exactly_one_thing(name):
     cfg = single_transform(name, 0.5)
     changed = {f for f in AugmentConfig.__dataclass_fields__ if getattr(cfg, f) != getattr(NONE, f)}
     assert changed and changed <= {"jitter_p", "jitter_strength", "grayscale_p", "rotate90_p", "rotation_degrees", "flip_p",
-                                   "crop_scale", "blur_p", "blur_sigma", "solarize_p", "jigsaw_grid", "jigsaw_p",
+                                   "crop_scale", "blur_p", "blur_sigma", "solarize_p", "solarize_threshold", "jigsaw_grid", "jigsaw_p",
                                    "cutout_p", "cutout_scale"}
     x = batch()
     assert not torch.allclose(BatchAugment(cfg)(x, gen()), x)

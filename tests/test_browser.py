@@ -57,6 +57,10 @@ def server(tmp_path_factory):
 
 
 SPINNER = '[data-testid="stSpinner"]'
+# elements a page must show once it is idle (page path -> data-testids)
+PAGE_ELEMENTS = {
+    "diagnose": ("stPlotlyChart", "stDataFrame", "stCode", "stImage"),  # dose-response, summary, recommended spec, strips
+}
 IDLE_STATES = {"notRunning", "initial"}
 
 
@@ -101,6 +105,8 @@ def test_every_page_renders_without_exception(server):
             errors = page.locator('[data-testid="stException"]')
             assert errors.count() == 0, f"{title}: {errors.first.inner_text()[:800]}"
             assert page.locator('[data-testid="stMain"]').inner_text().strip(), f"{title} is empty"
+            for testid in PAGE_ELEMENTS.get(path, ()):
+                assert page.locator(f'[data-testid="{testid}"]').count(), f"{title}: no {testid}"
             if shots:
                 Path(shots).mkdir(parents=True, exist_ok=True)
                 page.wait_for_timeout(800)

@@ -98,9 +98,9 @@ def test_texture_orientation_label_matches_image_content_and_rotation():
 
 
 def _foreground_color(images: torch.Tensor) -> torch.Tensor:
-    """Mean RGB ``[N, 3]`` of the pixels brighter than the background."""
+    """Mean RGB ``[N, 3]`` of the coloured pixels (the background is grey: max - min channel below 0.15)."""
     x = images.float() / 255.0
-    mask = (torch.einsum("nchw,c->nhw", x, LUMA) > 0.3).float()[:, None]
+    mask = ((x.amax(1) - x.amin(1)) > 0.15).float()[:, None]
     return (x * mask).sum((2, 3)) / mask.sum((2, 3)).clamp(min=1)
 
 
@@ -134,6 +134,22 @@ def test_shape_color_recoverable_in_rgb_not_in_grayscale():
     assert _nearest_centroid_accuracy(rgb_tr, train.labels, rgb_te, test.labels, k) > 0.95
     gray_tr, gray_te = (rgb_tr @ LUMA)[:, None], (rgb_te @ LUMA)[:, None]
     assert _nearest_centroid_accuracy(gray_tr, train.labels, gray_te, test.labels, k) < 0.5
+
+
+def test_shape_brightness_levels_isoluminant_within_a_level():
+    assert list(shapes.BRIGHTNESS) == ["dark", "mid", "bright"]
+    luma = shapes.LEVEL_COLORS @ LUMA.double().numpy()                               # [3 levels, 4 colours]
+    assert np.ptp(luma, axis=1).max() < 0.005 and np.allclose(luma[:, 0], list(shapes.BRIGHTNESS.values()), atol=0.005)
+    assert np.allclose(shapes.LEVEL_COLORS[1], shapes.COLORS)                       # the mid level is the colour factor's palette
+    train, test = load_dataset("shapes", "train", label="brightness"), load_dataset("shapes", "test", label="brightness")
+    assert train.class_names == ["dark", "mid", "bright"] and train.num_classes == 3
+    fg_tr, fg_te = _foreground_color(train.images) @ LUMA, _foreground_color(test.images) @ LUMA
+    assert _nearest_centroid_accuracy(fg_tr[:, None], train.labels, fg_te[:, None], test.labels, 3) > 0.9   # luma reads it
+    by_level = [float(fg_te[test.labels == k].mean()) for k in range(3)]
+    assert by_level == sorted(by_level)
+    for other in ("shape", "color", "size", "position", "orientation"):              # independent of the other factors
+        table = np.histogram2d(train.factors["brightness"], train.factors[other], bins=(3, len(train.factor_names[other])))[0]
+        assert table.min() > 0.6 * table.mean(), other
 
 
 # --------------------------------------------------------------------------- photos

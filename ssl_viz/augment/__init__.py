@@ -53,8 +53,11 @@ from ssl_viz.augment.knobs import AUGMENT_KNOBS, knobs_from_policy, policy_from_
 from ssl_viz.augment.pipeline import BatchAugment, MultiViewAugment, describe_params
 from ssl_viz.augment.policy import (
     POLICIES,
+    PROBABILITY_TRANSFORMS,
     SINGLE_TRANSFORMS,
     describe_policy,
+    dose_kind,
+    dose_transform,
     parse_policy,
     policy_to_spec,
     single_transform,
@@ -63,9 +66,9 @@ from ssl_viz.augment.policy import (
 from ssl_viz.augment.torchvision_twin import Jigsaw, RandomRot90, v2_transform
 
 __all__ = [
-    "AUGMENT_KNOBS", "POLICIES", "SINGLE_TRANSFORMS", "BatchAugment", "Jigsaw", "MultiViewAugment", "RandomRot90",
+    "AUGMENT_KNOBS", "POLICIES", "PROBABILITY_TRANSFORMS", "SINGLE_TRANSFORMS", "BatchAugment", "Jigsaw", "MultiViewAugment", "RandomRot90",
     "affine_grid", "affine_theta", "apply_jigsaw", "blur_kernel_size", "color_jitter", "colorization_view", "cutout",
-    "describe_params", "describe_policy", "gaussian_blur", "jigsaw", "knobs_from_policy", "parse_policy",
+    "describe_params", "describe_policy", "dose_kind", "dose_transform", "gaussian_blur", "jigsaw", "knobs_from_policy", "parse_policy",
     "policy_from_knobs", "policy_to_spec", "single_transform", "solarize", "to_grayscale", "v2_transform",
     "validate_policy",
 ]

@@ -136,7 +136,7 @@ class BatchAugment:
         applied = torch.zeros(n, dtype=torch.bool, device=x.device)
         if self.cfg.solarize_p > 0:
             applied = s.bernoulli(n, self.cfg.solarize_p)
-            x = solarize(x, applied)
+            x = solarize(x, applied, self.cfg.solarize_threshold)
         params["solarize"] = applied
         return x
 

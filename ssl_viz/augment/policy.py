@@ -51,6 +51,8 @@ POLICIES: dict[str, AugmentConfig] = {
 SINGLE_TRANSFORMS: list[str] = [
     "color_jitter", "grayscale", "rotate90", "rotation", "flip", "crop", "blur", "solarize", "jigsaw", "cutout",
 ]
+# the single transforms without a magnitude: their dose is the probability of applying them
+PROBABILITY_TRANSFORMS: dict[str, str] = {"grayscale": "grayscale_p", "rotate90": "rotate90_p", "flip": "flip_p"}
 
 
 def crop_enabled(cfg: AugmentConfig) -> bool:
@@ -81,7 +83,7 @@ def describe_policy(cfg: AugmentConfig) -> str:
     if cfg.blur_p > 0:
         parts.append(f"blur {cfg.blur_p:g} (sigma {cfg.blur_sigma[0]:g}-{cfg.blur_sigma[1]:g})")
     if cfg.solarize_p > 0:
-        parts.append(f"solarize {cfg.solarize_p:g}")
+        parts.append(f"solarize {cfg.solarize_p:g}" + (f" (>= {cfg.solarize_threshold:g})" if cfg.solarize_threshold != 0.5 else ""))
     if cfg.jigsaw_grid > 0 and cfg.jigsaw_p > 0:
         parts.append(f"jigsaw {cfg.jigsaw_grid}x{cfg.jigsaw_grid} {cfg.jigsaw_p:g}")
     if cfg.cutout_p > 0:
@@ -104,6 +106,8 @@ def validate_policy(cfg: AugmentConfig) -> AugmentConfig:
     for name in ("crop_scale", "cutout_scale"):
         if getattr(cfg, name)[1] > 1.0:
             problems.append(f"{name}={getattr(cfg, name)} must not exceed 1")
+    if not 0.0 <= cfg.solarize_threshold <= 1.0:
+        problems.append(f"solarize_threshold={cfg.solarize_threshold} must be in [0, 1]")
     if cfg.rotation_degrees < 0 or cfg.jitter_strength < 0:
         problems.append("rotation_degrees and jitter_strength must be >= 0")
     if cfg.jigsaw_grid < 0 or cfg.jigsaw_grid == 1:
@@ -195,8 +199,10 @@ def single_transform(name: str, strength: float = 1.0) -> AugmentConfig:
 
     ``strength`` in (0, 1] scales the magnitude where one exists: jitter strength s,
     crop area 1 - 0.8 s, free rotation up to 180 s degrees, blur sigma 2 s,
-    jigsaw grid 2 (s <= 0.5) or 3, cutout area 0.25 s. Grayscale, flip, rotate90
-    (k in {1, 2, 3}) and solarize have no magnitude.
+    jigsaw grid 2 (s <= 0.5) or 3, cutout area 0.25 s, solarize threshold 1 - 0.5 s
+    (pixels at or above it are inverted; 0.5 at s = 1, as BYOL). Grayscale, flip and
+    rotate90 (k in {1, 2, 3}) have no magnitude (see :func:`dose_transform` for their
+    probability as the strength).
     """
     s = float(strength)
     if not 0.0 < s <= 1.0:
@@ -211,10 +217,33 @@ def single_transform(name: str, strength: float = 1.0) -> AugmentConfig:
         "flip": dict(flip_p=1.0),
         "crop": dict(crop_scale=(1.0 - 0.8 * s, 1.0 - 0.8 * s)),
         "blur": dict(blur_p=1.0, blur_sigma=(sigma, sigma)),
-        "solarize": dict(solarize_p=1.0),
+        "solarize": dict(solarize_p=1.0, solarize_threshold=1.0 - 0.5 * s),
         "jigsaw": dict(jigsaw_grid=2 if s <= 0.5 else 3, jigsaw_p=1.0),
         "cutout": dict(cutout_p=1.0, cutout_scale=(area, area)),
     }
     if name not in table:
         raise ValueError(f"unknown single transform {name!r}; choose one of: {', '.join(SINGLE_TRANSFORMS)}")
     return replace(_NONE, **table[name])
+
+
+def dose_kind(name: str) -> str:
+    """``"probability"`` for the single transforms without a magnitude (grayscale, rotate90, flip), else ``"magnitude"``."""
+    if name not in SINGLE_TRANSFORMS:
+        raise ValueError(f"unknown single transform {name!r}; choose one of: {', '.join(SINGLE_TRANSFORMS)}")
+    return "probability" if name in PROBABILITY_TRANSFORMS else "magnitude"
+
+
+def dose_transform(name: str, strength: float) -> AugmentConfig:
+    """The policy of one augmentation at dose ``strength`` in (0, 1] (for dose-response curves).
+
+    Augmentations with a magnitude are :func:`single_transform(name, strength) <single_transform>`
+    (applied to every image at that magnitude); for grayscale, flip and rotate90 the strength is
+    the probability of applying them (1: :func:`single_transform(name) <single_transform>`).
+    Raises ValueError for an unknown name or a strength outside (0, 1].
+    """
+    if dose_kind(name) == "magnitude":
+        return single_transform(name, strength)
+    s = float(strength)
+    if not 0.0 < s <= 1.0:
+        raise ValueError(f"strength must be in (0, 1], got {strength}")
+    return replace(single_transform(name), **{PROBABILITY_TRANSFORMS[name]: s})

@@ -85,7 +85,7 @@ def v2_transform(cfg: AugmentConfig, size: int) -> v2.Compose:
     if cfg.blur_p > 0:
         ops.append(v2.RandomApply([v2.GaussianBlur(blur_kernel_size(size), sigma=cfg.blur_sigma)], p=cfg.blur_p))
     if cfg.solarize_p > 0:
-        ops.append(v2.RandomSolarize(0.5, p=cfg.solarize_p))
+        ops.append(v2.RandomSolarize(cfg.solarize_threshold, p=cfg.solarize_p))
     if cfg.jigsaw_grid >= 2 and cfg.jigsaw_p > 0:
         ops.append(Jigsaw(cfg.jigsaw_grid, cfg.jigsaw_p))
     if cfg.cutout_p > 0:

@@ -1,16 +1,19 @@
 """Coloured shapes: the case where colour augmentation (jitter, grayscale) is a *bad* idea for one label.
 
 dSprites-like 32x32 RGB images: one shape on a dark, slightly noisy grey
-background, with five factors drawn independently (each balanced):
+background, with six factors drawn independently (each balanced):
 
 * ``shape``: circle, square, triangle, cross;
 * ``colour``: red, green, blue, yellow, chosen *isoluminant* (equal Rec.601
   luma, the weights torchvision's ``rgb_to_grayscale`` uses) so that after
   grayscale conversion the colours are nearly indistinguishable; a per-image
-  brightness jitter, equal for every colour, hides what rounding leaves;
+  brightness jitter (±8%), equal for every colour, hides what rounding leaves;
 * ``orientation``: 0, 22.5, 45, 67.5 degrees counter-clockwise;
 * ``size``: small, medium, large (circumradius 5, 7, 9 px);
-* ``position``: the quadrant of the centre (with sub-pixel jitter).
+* ``position``: the quadrant of the centre (with sub-pixel jitter);
+* ``brightness``: dark, mid, bright: the luma of the shape's colour (0.3, 0.45, 0.62;
+  the four colours stay isoluminant within a level), the label that colour jitter
+  (its brightness and contrast part) destroys.
 
 Default labels are ``shape``; ``load_dataset("shapes", label="color")``
 labels by colour. Train and test use different random streams (and the
@@ -33,6 +36,10 @@ ORIENTATIONS = [0.0, 22.5, 45.0, 67.5]
 SIZES = {"small": 5.0, "medium": 7.0, "large": 9.0}
 POSITIONS = {"top-left": (10.0, 10.0), "top-right": (10.0, 22.0), "bottom-left": (22.0, 10.0), "bottom-right": (22.0, 22.0)}
 TARGET_LUMA = 0.45
+BRIGHTNESS = {"dark": 0.3, "mid": TARGET_LUMA, "bright": 0.62}     # luma of the shape's colour
+BACKGROUND = (0.03, 0.21)                                            # luma range of the background (uniform per image)
+NOISE = (0.005, 0.03)                                                # std of the background's pixel noise (uniform per image)
+LUMA_JITTER = 0.08                                                   # per-image factor 1 +- this, the same for every colour
 
 
 def isoluminant(hue_rgb: tuple[float, float, float], luma: float = TARGET_LUMA, saturation: float = 0.85) -> np.ndarray:
@@ -48,7 +55,9 @@ def isoluminant(hue_rgb: tuple[float, float, float], luma: float = TARGET_LUMA, 
     return luma + saturation * limits.min() * direction
 
 
-COLORS = np.stack([isoluminant(h) for h in [(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0)]])  # [4, 3]
+HUES = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0)]
+COLORS = np.stack([isoluminant(h) for h in HUES])                                               # [4, 3] at the mid level
+LEVEL_COLORS = np.stack([[isoluminant(h, luma) for h in HUES] for luma in BRIGHTNESS.values()])  # [3 levels, 4 colours, 3]
 
 
 def shape_masks(shape: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -98,13 +107,17 @@ def coverage(shape: np.ndarray, centres: np.ndarray, theta: np.ndarray, radius: 
 
 
 def render(factors: dict[str, np.ndarray], rng: np.random.Generator, chunk: int = 1024) -> np.ndarray:
-    """Images uint8 ``[N, 3, 32, 32]`` for factor indices (each ``[N]``) ``shape, colour, orientation, size, position``."""
+    """Images uint8 ``[N, 3, 32, 32]`` for factor indices (each ``[N]``) ``shape, color, orientation, size, position``
+    and ``brightness`` (the mid level when absent)."""
     n = len(factors["shape"])
     centres = np.asarray(list(POSITIONS.values()))[factors["position"]] + rng.uniform(-1.5, 1.5, (n, 2))
     theta = np.deg2rad(np.asarray(ORIENTATIONS)[factors["orientation"]])
     radius = np.asarray(list(SIZES.values()))[factors["size"]]
-    color = (COLORS[factors["color"]] * rng.uniform(0.85, 1.15, (n, 1))).astype(np.float32)  # same jitter for every hue
-    background = (rng.uniform(0.08, 0.16, (n, 1, 1, 1)) + rng.normal(0.0, 0.015, (n, 1, SIZE, SIZE))).astype(np.float32)
+    level = factors.get("brightness", np.full(n, list(BRIGHTNESS).index("mid")))
+    jitter = rng.uniform(1 - LUMA_JITTER, 1 + LUMA_JITTER, (n, 1))                            # same jitter for every hue
+    color = (LEVEL_COLORS[level, factors["color"]] * jitter).astype(np.float32)
+    noise = rng.uniform(*NOISE, (n, 1, 1, 1)) * rng.standard_normal((n, 1, SIZE, SIZE))
+    background = (rng.uniform(*BACKGROUND, (n, 1, 1, 1)) + noise).astype(np.float32)
     out = np.empty((n, 3, SIZE, SIZE), dtype=np.uint8)
     for start in range(0, n, chunk):  # bounded memory: the 2x supersampled grids are [chunk, 64, 64]
         sl = slice(start, start + chunk)
@@ -117,7 +130,8 @@ def render(factors: dict[str, np.ndarray], rng: np.random.Generator, chunk: int 
 def generate(n: int, split: str, seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """``n`` images uint8 ``[n, 3, 32, 32]`` and their factor indices (each int64 ``[n]``)."""
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
-    counts = {"shape": SHAPES, "color": COLOR_NAMES, "orientation": ORIENTATIONS, "size": SIZES, "position": POSITIONS}
+    counts = {"shape": SHAPES, "color": COLOR_NAMES, "orientation": ORIENTATIONS, "size": SIZES, "position": POSITIONS,
+              "brightness": BRIGHTNESS}
     factors = {name: balanced(n, len(values), rng).astype(np.int64) for name, values in counts.items()}
     return render(factors, rng), factors
 
@@ -136,6 +150,7 @@ def load(split: str = "train", n: int | None = None, seed: int = 0) -> ImageData
         "orientation": [f"{a:g}°" for a in ORIENTATIONS],
         "size": list(SIZES),
         "position": list(POSITIONS),
+        "brightness": list(BRIGHTNESS),
     }
     return ImageDataset(
         name="shapes",

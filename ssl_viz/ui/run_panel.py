@@ -2,7 +2,9 @@
 with its controls, the status table of every run, "use as workspace encoder", and the embedding-evolution view.
 
 Widget keys: ``tr_*`` (Train page), ``runs_*`` (Runs page); choosing a run as the workspace encoder sets
-``ws_model`` / ``ws_encoder`` (:mod:`ssl_viz.ui.workspace`). Data and figures come from :mod:`ssl_viz.analysis.runs`.
+``ws_model`` / ``ws_encoder`` (:mod:`ssl_viz.ui.workspace`). Another page hands the Train page a policy with
+:func:`open_train_page` (session key ``tr_policy_spec``: the spec, offered as the preset ``"recommended"``).
+Data and figures come from :mod:`ssl_viz.analysis.runs`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from ssl_viz.analysis.runs import (
     load_evolution,
     run_table,
 )
-from ssl_viz.augment import AUGMENT_KNOBS, POLICIES, describe_policy, knobs_from_policy, policy_from_knobs
+from ssl_viz.augment import AUGMENT_KNOBS, POLICIES, describe_policy, knobs_from_policy, parse_policy, policy_from_knobs
+from ssl_viz.data import DATASETS
 from ssl_viz.jobs import JobError, cancel_run, delete_run, dispatch_queue, list_runs, log_tail, resume_run, run_status
 
 ACTIVE = ("queued", "starting", "running")
@@ -37,18 +40,58 @@ def score_format() -> dict:
 # ---------------------------------------------------------------------------- Train page
 
 
+RECOMMENDED = "recommended"  # the preset holding st.session_state["tr_policy_spec"] (set by open_train_page)
+
+
+def preset_policies() -> dict:
+    """The "Start from policy" choices: :data:`~ssl_viz.augment.POLICIES`, then :data:`RECOMMENDED` (the policy of
+    ``st.session_state["tr_policy_spec"]``) once another page has handed one over and it parses."""
+    presets = dict(POLICIES)
+    try:
+        if st.session_state.get("tr_policy_spec"):
+            presets[RECOMMENDED] = parse_policy(st.session_state["tr_policy_spec"])
+    except ValueError:
+        pass
+    return presets
+
+
+def knob_state(preset: str, policy) -> dict[str, object]:
+    """The values of preset ``preset``'s knob widgets that show ``policy``: ``{"tr_<preset>_<knob>_on": bool,
+    "tr_<preset>_<knob>_value": number}``, each strength clamped to its slider's range and typed like it."""
+    out: dict[str, object] = {}
+    for knob, (on, value) in knobs_from_policy(policy).items():
+        lo, hi = AUGMENT_KNOBS[knob][2], AUGMENT_KNOBS[knob][3]
+        out[f"tr_{preset}_{knob}_on"], out[f"tr_{preset}_{knob}_value"] = on, type(lo)(min(max(value, lo), hi))
+    return out
+
+
+def open_train_page(spec: str, dataset: str | None = None, label: str | None = None) -> None:
+    """Switch to the Train page with its policy set to ``spec`` (preset :data:`RECOMMENDED`, every knob set to it) and,
+    for a built-in dataset, its dataset and label pickers set. Raises ValueError when ``spec`` does not parse."""
+    state = st.session_state
+    state["tr_policy_spec"], state["tr_preset"] = spec, RECOMMENDED
+    state.update(knob_state(RECOMMENDED, parse_policy(spec)))
+    if dataset in DATASETS and dataset != "folder":
+        state["tr_dataset"] = dataset
+        if label:
+            state["tr_label"] = label
+    st.switch_page("pages/train.py")
+
+
 def augmentation_knobs(default_policy: str):
-    """The "Augmentations" expander: a policy to start from, then a toggle and a slider per knob of
-    :data:`~ssl_viz.augment.AUGMENT_KNOBS`; returns the resulting policy (an ``AugmentConfig``)."""
+    """The "Augmentations" expander: a policy to start from (:func:`preset_policies`), then a toggle and a slider per
+    knob of :data:`~ssl_viz.augment.AUGMENT_KNOBS`; returns the resulting policy (an ``AugmentConfig``)."""
     with st.expander("Augmentations", expanded=True):
-        preset = st.selectbox("Start from policy", list(POLICIES), index=list(POLICIES).index(default_policy), key="tr_preset")
-        defaults, knobs, cols = knobs_from_policy(POLICIES[preset]), {}, st.columns(5)
+        presets = preset_policies()
+        preset = st.selectbox("Start from policy", list(presets), index=list(presets).index(default_policy), key="tr_preset",
+                              format_func=lambda p: f"recommended by Diagnose: {st.session_state['tr_policy_spec']}" if p == RECOMMENDED else p)
+        defaults, knobs, cols = knob_state(preset, presets[preset]), {}, st.columns(5)
         for i, (knob, (_, text, lo, hi, step, _)) in enumerate(AUGMENT_KNOBS.items()):
-            on = cols[i % 5].toggle(knob, value=defaults[knob][0], key=f"tr_{preset}_{knob}_on")
-            value = cols[i % 5].slider(text, lo, hi, type(lo)(min(max(defaults[knob][1], lo), hi)), step, disabled=not on,
+            on = cols[i % 5].toggle(knob, value=defaults[f"tr_{preset}_{knob}_on"], key=f"tr_{preset}_{knob}_on")
+            value = cols[i % 5].slider(text, lo, hi, defaults[f"tr_{preset}_{knob}_value"], step, disabled=not on,
                                        key=f"tr_{preset}_{knob}_value")
             knobs[knob] = (on, value)
-        policy = policy_from_knobs(POLICIES[preset], knobs)
+        policy = policy_from_knobs(presets[preset], knobs)
         st.caption(f"**{describe_policy(policy)}**")
     return policy
 
@@ -76,7 +119,7 @@ def live_panel(path: str, was: str) -> None:
         if s.state != was:
             st.rerun()  # started or finished: redraw the page (and stop polling when done)
         eta = f" · ETA {s.eta_s:.0f} s" if s.eta_s is not None else ""
-        st.progress(min(1.0, s.progress), text=f"**{s.state}** · step {s.step}/{s.total_steps or '?'} · {s.elapsed:.0f} s{eta}")
+        st.progress(min(1.0, s.progress), text=f"**{s.state}** · step {s.step}/{s.total_text} · {s.elapsed:.0f} s{eta}")
         df = curve_frame(path)
         m = st.columns(5)
         for col, (name, text) in zip(m, live_tiles(df)):

@@ -29,17 +29,29 @@ The verdict per augmentation is driven by label damage (``harmful`` / ``neutral`
 ``suitable``; ``neutral`` also when T hardly changes the images); the invariance is
 context. Everything returns data or plotly figures and never calls Streamlit.
 
+4. **Dose-response** (:func:`dose_response`): the same measurements at several strengths
+   (:data:`STRENGTHS`, gentle to strength 1; the probability for flip, grayscale and rotate90),
+   "safe up to X, harmful from Y" per augmentation, and a recommended policy
+   (:func:`recommend_policy`: each augmentation at its strongest safe setting, after Tian et al.
+   2020, "What Makes for Good Views for Contrastive Learning?"); :func:`example_strip` shows a
+   few images per class before and after. Short training runs that check the recommendation
+   against the default recipes are :func:`ssl_viz.sweeps.run_verification` / ``launch_verification``.
+
 Modules: :mod:`.features` (the probe's fixed features), :mod:`.probe` (:class:`FeatureProbe`),
-:mod:`.report` (:class:`Diagnosis`, verdict rules), :mod:`.core` (:func:`diagnose`),
-:mod:`.figure` (:func:`diagnosis_figure`), :mod:`.ablation` (the sweep's policies and configs).
+:mod:`.report` (:class:`Diagnosis`, verdict rules), :mod:`.core` (:class:`ProbeBench`, :func:`diagnose`),
+:mod:`.dose` (:func:`dose_response`, :class:`DoseResponse`), :mod:`.recommend` (:func:`recommend_policy`),
+:mod:`.strip` (:func:`example_strip`), :mod:`.figure` (:func:`diagnosis_figure`, :func:`dose_figure`),
+:mod:`.ablation` (the sweep's policies and configs).
 """
 
 
 from ssl_viz.analysis.diagnosis.ablation import ablation_configs, ablation_policy, attach_ablation
-from ssl_viz.analysis.diagnosis.core import Progress, diagnose, knn_top1
+from ssl_viz.analysis.diagnosis.core import ProbeBench, Progress, check_sample, diagnose, knn_top1
+from ssl_viz.analysis.diagnosis.dose import DEFAULT_N_TEST, DEFAULT_N_TRAIN, STRENGTHS, DoseCurve, DoseResponse, curve_from_reports, dose_response, dose_setting
 from ssl_viz.analysis.diagnosis.features import PROBE_GROUPS, content_mask, gabor_bank, probe_features
-from ssl_viz.analysis.diagnosis.figure import diagnosis_figure
+from ssl_viz.analysis.diagnosis.figure import diagnosis_figure, dose_figure
 from ssl_viz.analysis.diagnosis.probe import FeatureProbe
+from ssl_viz.analysis.diagnosis.recommend import MIN_BLUR_SIZE, RECOMMENDED_P, VIEW_AUGMENTATIONS, is_safe, recommend_policy
 from ssl_viz.analysis.diagnosis.report import (
     VERDICT_COLORS,
     VERDICTS,
@@ -47,13 +59,19 @@ from ssl_viz.analysis.diagnosis.report import (
     Diagnosis,
     Thresholds,
     invariance_score,
+    jsonable,
     judge,
     normalised_drop,
     report_stem,
 )
+from ssl_viz.analysis.diagnosis.strip import example_indices, example_strip
 
 __all__ = [
-    "PROBE_GROUPS", "VERDICTS", "VERDICT_COLORS", "AugmentationReport", "Diagnosis", "FeatureProbe", "Progress", "Thresholds",
-    "ablation_configs", "ablation_policy", "attach_ablation", "content_mask", "diagnose", "diagnosis_figure", "gabor_bank",
-    "invariance_score", "judge", "knn_top1", "normalised_drop", "probe_features", "report_stem",
+    "DEFAULT_N_TEST", "DEFAULT_N_TRAIN", "MIN_BLUR_SIZE", "PROBE_GROUPS", "RECOMMENDED_P", "STRENGTHS", "VERDICTS",
+    "VERDICT_COLORS", "VIEW_AUGMENTATIONS",
+    "AugmentationReport", "Diagnosis", "DoseCurve", "DoseResponse", "FeatureProbe", "ProbeBench", "Progress", "Thresholds",
+    "ablation_configs", "ablation_policy", "attach_ablation", "check_sample", "content_mask", "curve_from_reports", "diagnose",
+    "diagnosis_figure", "dose_figure", "dose_response", "dose_setting", "example_indices", "example_strip", "gabor_bank",
+    "invariance_score", "is_safe", "jsonable", "judge", "knn_top1", "normalised_drop", "probe_features", "recommend_policy",
+    "report_stem",
 ]

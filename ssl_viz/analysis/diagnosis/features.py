@@ -1,5 +1,6 @@
 """The probe's fixed, encoder-independent image features (pixels, intensity, colour, Gabor orientation energy,
-layout, random filters), and which pixels of an augmented image are content rather than padding."""
+layout, random filters, and the absolute brightness, position and size of the content), and which pixels of an
+augmented image are content rather than padding."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from ssl_viz.augment import POLICIES, BatchAugment
 from ssl_viz.config import AugmentConfig
 
-PROBE_GROUPS = ("pixels", "intensity", "color", "orientation", "isotropic", "layout", "random-conv")
+PROBE_GROUPS = ("pixels", "intensity", "color", "orientation", "isotropic", "layout", "random-conv", "brightness", "position", "size")
 
 _LUMA = (0.2989, 0.587, 0.114)
 _N_ORIENT = 8
@@ -81,6 +82,75 @@ def _random_filters(seed: int = 0) -> torch.Tensor:
     return k / k.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
 
 
+def _ring(h: int, w: int) -> torch.Tensor:
+    """Flat indices ``[2 (h + w) - 4]`` of the pixels on the border of an ``h x w`` image."""
+    border = torch.zeros(h, w, dtype=torch.bool)
+    border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
+    return border.flatten().nonzero()[:, 0]
+
+
+def _content(x: torch.Tensor, m: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Background colour ``[N, C]`` and a content mask ``[N, H * W]`` (float 0/1) of ``x [N, C, H, W]``.
+
+    The background is the per-channel median of the valid pixels on the image border (of all valid
+    pixels when none of the border is valid); content are the valid pixels whose distance to it is
+    more than half the image's 98th-percentile distance (none when that is below 0.02: a flat image).
+    """
+    n, c, h, w = x.shape
+    flat, ring = x.flatten(2), _ring(h, w)                                              # [N, C, HW]
+    if m is None:
+        bg = flat[:, :, ring].median(2).values                                          # [N, C]
+        valid = None
+    else:
+        valid = m.flatten(1) > 0.5                                                      # [N, HW]
+        nan = torch.tensor(float("nan"))
+        bg = torch.where(valid[:, None, ring], flat[:, :, ring], nan).nanmedian(2).values
+        bg = torch.where(torch.isnan(bg), torch.where(valid[:, None], flat, nan).nanmedian(2).values, bg).nan_to_num(0.0)
+    dist = (flat - bg[:, :, None]).pow(2).mean(1).sqrt()                                # [N, HW]
+    if valid is not None:
+        dist = dist * valid
+    q = dist.topk(max(1, (h * w) // 50), dim=1).values[:, -1:]                         # 98th percentile
+    return bg, ((dist > 0.5 * q) & (q > 0.02)).to(x.dtype)
+
+
+_BASES: dict[tuple[int, int], torch.Tensor] = {}
+
+
+def _basis(h: int, w: int) -> torch.Tensor:
+    """``[H * W, 9]``: 1, x, y, x^2, y^2 (pixel centres in [-1, 1], y down) and the four quadrant indicators."""
+    if (h, w) not in _BASES:
+        ys, xs = torch.meshgrid((torch.arange(h) * 2 + 1) / h - 1, (torch.arange(w) * 2 + 1) / w - 1, indexing="ij")
+        quads = [((ys < 0) == top) & ((xs < 0) == left) for top in (True, False) for left in (True, False)]
+        cols = [torch.ones_like(xs), xs, ys, xs**2, ys**2] + [q.float() for q in quads]
+        _BASES[h, w] = torch.stack([col.flatten() for col in cols], 1)
+    return _BASES[h, w]
+
+
+def _content_features(gray: torch.Tensor, bg_luma: torch.Tensor, content: torch.Tensor,
+                      m: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """The ``brightness``, ``position`` and ``size`` groups from the luma ``[N, 1, H, W]`` (not standardised),
+    the background luma ``[N]`` and the content mask ``[N, H * W]`` (moments of the mask as one matmul)."""
+    n, _, h, w = gray.shape
+    mom = content @ _basis(h, w).to(content.dtype)                                       # [N, 9]
+    mass = mom[:, :1].clamp_min(1.0)
+    some = (mom[:, :1] > 0).to(gray.dtype)
+    cx, cy = mom[:, 1:2] / mass, mom[:, 2:3] / mass
+    spread = ((mom[:, 3:4] + mom[:, 4:5]) / mass - cx**2 - cy**2).clamp_min(0).sqrt()
+    quadrants = mom[:, 5:] / mass
+    area = mom[:, :1] / (float(h * w) if m is None else m.flatten(1).sum(1, keepdim=True).clamp_min(1.0))
+    g = gray.flatten(1)
+    luma_in = (content * g).sum(1, keepdim=True) / mass
+    sd_in = ((content * g * g).sum(1, keepdim=True) / mass - luma_in**2).clamp_min(0).sqrt()
+    luma_all = _masked_mean(gray, m)
+    luma_sd = (_masked_mean(gray * gray, m) - luma_all**2).clamp_min(0).sqrt()
+    bg = bg_luma[:, None]
+    return {
+        "brightness": torch.cat([luma_in * some + bg * (1 - some), bg, (luma_in - bg) * some, luma_all, luma_sd, sd_in], 1),
+        "position": torch.cat([cx, cy, quadrants], 1),
+        "size": torch.cat([area, area.sqrt(), torch.log(area + 1e-3), spread], 1),
+    }
+
+
 _BANKS: dict[str, torch.Tensor] = {}
 
 
@@ -101,7 +171,8 @@ def probe_features(x: torch.Tensor, mask: torch.Tensor | None = None, groups: Se
         groups: which of :data:`PROBE_GROUPS` to compute (default all; ``colour`` only for RGB).
 
     Groups (every spatial pooling is over the mask; luma and images are standardised per image,
-    so global brightness and contrast do not move the structural features):
+    so global brightness and contrast do not move the structural features; the last three groups
+    read the absolute luma and the *content*, the pixels that differ from the border's median colour):
 
     * ``pixels``: the standardised image average-pooled to 8x8 (per channel);
     * ``intensity``: 16-bin histogram of the standardised luma;
@@ -111,7 +182,11 @@ def probe_features(x: torch.Tensor, mask: torch.Tensor | None = None, groups: Se
       as a distribution over orientations per scale, plus log total energy per scale;
     * ``isotropic``: the rotation-invariant part of that: |DFT| over orientation and log energy per scale;
     * ``layout``: log Gabor energy per orientation and scale in each image quadrant;
-    * ``random-conv``: mean and std of ReLU responses of 48 fixed random 5x5 filters on the luma.
+    * ``random-conv``: mean and std of ReLU responses of 48 fixed random 5x5 filters on the luma;
+    * ``brightness``: absolute mean luma of the content and of the background, their difference,
+      mean and std of the whole image's luma (contrast), std of the content's luma;
+    * ``position``: centroid (x, y in [-1, 1]) of the content and its share in each image quadrant;
+    * ``size``: content area as a fraction of the image (and its root and log), radius of gyration.
     """
     x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
     n, c, h, w = x.shape
@@ -144,9 +219,10 @@ def probe_features(x: torch.Tensor, mask: torch.Tensor | None = None, groups: Se
         level, lm = gs, m
         for _ in range(3):
             resp = F.conv2d(level, bank, padding=bank.shape[-1] // 2)
-            energy = resp.pow(2).view(n, _N_ORIENT, 2, *resp.shape[-2:]).sum(2)          # [N, O, h, w]
+            energy = resp.square_().view(n, _N_ORIENT, 2, *resp.shape[-2:]).sum(2)       # [N, O, h, w]
             glob.append(_masked_mean(energy, lm))
-            quad.append(_pooled(energy, lm))
+            if "layout" in want:
+                quad.append(_pooled(energy, lm))
             if min(level.shape[-2:]) < 8:
                 break
             level, lm = F.avg_pool2d(level, 2), None if lm is None else (F.avg_pool2d(lm, 2) > 0.99).float()
@@ -159,10 +235,14 @@ def probe_features(x: torch.Tensor, mask: torch.Tensor | None = None, groups: Se
             out["isotropic"] = torch.cat([torch.fft.rfft(dist, dim=2).abs()[:, :, 1:].flatten(1), log_total], 1)
         if "layout" in want:
             out["layout"] = torch.log(torch.cat([q.flatten(1) for q in quad], 1) + 1e-4)
+    if want & {"brightness", "position", "size"}:
+        bg, content = _content(x, m)
+        bg_luma = (bg * torch.tensor(_LUMA)).sum(1) if c == 3 else bg.mean(1)
+        out.update({k: v for k, v in _content_features(gray, bg_luma, content, m).items() if k in want})
     if "random-conv" in want:
-        rc = F.relu(F.conv2d(gs, _bank("random"), padding=2))
+        rc = F.relu_(F.conv2d(gs, _bank("random"), padding=2))                          # [N, 48, H, W]
         mu = _masked_mean(rc, m)
-        out["random-conv"] = torch.cat([mu, (_masked_mean(rc.pow(2), m) - mu.pow(2)).clamp_min(0).sqrt()], 1)
+        out["random-conv"] = torch.cat([mu, (_masked_mean(rc.square_(), m) - mu.pow(2)).clamp_min(0).sqrt()], 1)
     return out
 
 

@@ -1,7 +1,9 @@
-"""The diagnosis as a plotly figure: label damage per augmentation, coloured by verdict, and encoder invariance."""
+"""The diagnosis as plotly figures: label damage per augmentation (coloured by verdict) and encoder invariance at one
+strength, and the dose-response curves (label damage against strength)."""
 
 from __future__ import annotations
 
+from ssl_viz.analysis.diagnosis.dose import DoseResponse
 from ssl_viz.analysis.diagnosis.report import VERDICT_COLORS, VERDICTS, Diagnosis, Thresholds
 
 
@@ -33,4 +35,29 @@ def diagnosis_figure(diag: Diagnosis):
     fig.update_layout(barmode="overlay", height=380, margin=dict(l=10, r=10, t=40, b=10), yaxis_range=[-0.05, 1.05],
                       title=f"{diag.dataset} labelled by {label}: label damage (0 keeps, 1 destroys) and encoder invariance",
                       xaxis=dict(categoryorder="array", categoryarray=names), legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def dose_figure(resp: DoseResponse):
+    """Plotly figure of a :class:`~ssl_viz.analysis.diagnosis.DoseResponse`: label damage against strength, one line per
+    augmentation (markers coloured by the verdict at each strength, the setting in the hover), with the harmful
+    threshold dashed and the safe one dotted. Probability-type augmentations (flip, grayscale, rotate90) are
+    drawn dotted: their strength is the probability."""
+    import plotly.graph_objects as go
+
+    t = Thresholds(**resp.thresholds) if resp.thresholds else Thresholds()
+    fig = go.Figure()
+    for c in resp.curves:
+        fig.add_scatter(x=c.strengths, y=c.label_damage, mode="lines+markers", name=c.name,
+                        line=dict(dash="dot" if c.kind == "probability" else "solid"),
+                        marker=dict(size=9, color=[VERDICT_COLORS[v] for v in c.verdicts], line=dict(width=1, color="#333")),
+                        customdata=[[s, v] for s, v in zip(c.settings, c.verdicts)],
+                        hovertemplate=f"{c.name}<br>%{{customdata[0]}}<br>damage %{{y:.2f}} (%{{customdata[1]}})<extra></extra>")
+    fig.add_hline(y=t.harmful, line_dash="dash", line_color=VERDICT_COLORS["harmful"], annotation_text="harmful")
+    fig.add_hline(y=t.safe, line_dash="dot", line_color=VERDICT_COLORS["suitable"], annotation_text="safe")
+    label = resp.label or "label"
+    fig.update_layout(height=420, margin=dict(l=10, r=10, t=40, b=10), yaxis_range=[-0.05, 1.05],
+                      xaxis=dict(title="strength (probability for flip, grayscale, rotate90)", tickvals=resp.strengths),
+                      yaxis_title="label damage (0 keeps, 1 destroys)",
+                      title=f"{resp.dataset} labelled by {label}: label damage against strength")
     return fig

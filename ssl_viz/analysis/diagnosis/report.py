@@ -21,6 +21,7 @@ class Thresholds:
 
     harmful: float = 0.3        # damage >= this: harmful
     suitable: float = 0.1       # damage <= this (and the images change): suitable
+    safe: float = 0.2           # dose-response: damage <= this (and not harmful) is safe, so a recommended policy may use it
     min_change: float = 0.03    # image change below this: the augmentation does (almost) nothing here
     invariant: float = 0.7      # invariance score above this: "already invariant"
     sensitive: float = 0.3      # below this: "not invariant"
@@ -78,10 +79,10 @@ class Diagnosis:
         return {a.name: a.verdict for a in self.augmentations}
 
     def to_dict(self) -> dict:
-        return _jsonable(asdict(self))
+        return jsonable(asdict(self))
 
     def to_json(self, indent: int = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
     def table(self):
         """One row per augmentation (pandas DataFrame)."""
@@ -99,15 +100,17 @@ class Diagnosis:
         return buf.getvalue()
 
 
-def _jsonable(obj):
+def jsonable(obj):
+    """``obj`` as strict-JSON data: dict keys as strings, tuples as lists, floats rounded to 4 digits,
+    NaN and infinities as None, numpy scalars as Python numbers."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, float):
-        return None if math.isnan(obj) else round(obj, 4)
+        return None if not math.isfinite(obj) else round(obj, 4)
     if isinstance(obj, (np.floating, np.integer)):
-        return _jsonable(obj.item())
+        return jsonable(obj.item())
     return obj
 
 
