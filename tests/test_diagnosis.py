@@ -457,6 +457,7 @@ def test_curve_summary_and_bounds():
     assert (c.safe_up_to, c.harmful_from) == (0.6, 0.8) and c.verdicts == ["suitable", "suitable", "neutral", "harmful", "harmful"]
     assert c.summary == "crop: safe up to strength 0.6 (crop to 52% of the area), harmful from 0.8 (crop to 36% of the area)"
     assert _curve("flip", [0.0] * 5).summary == "flip: safe at every strength, up to 1 (p = 1)"
+    assert _curve("grayscale", [0.0] * 5, change=0.0).summary == "grayscale: changes (almost) nothing in these images at any strength"
     never = _curve("rotation", [0.25, 0.25, 0.28, 0.29, 0.29])
     assert never.safe_up_to is None and never.harmful_from is None
     assert never.summary == "rotation: not safe even at strength 0.2 (rotate up to ±36°), never harmful"

@@ -167,7 +167,9 @@ def curve_from_reports(name: str, strengths: Sequence[float], reports: Sequence[
         settings=[dose_setting(name, s) for s in strengths], label_damage=[r.label_damage for r in reports],
         image_change=[r.image_change for r in reports], invariance=[r.invariance for r in reports],
         verdicts=[r.verdict for r in reports], safe_up_to=safe_up_to, harmful_from=harmful_from,
-        summary=summarize(name, strengths, safe_up_to, harmful_from), reports=list(reports),
+        summary=(f"{name}: changes (almost) nothing in these images at any strength"
+                 if max(r.image_change for r in reports) < thresholds.min_change else summarize(name, strengths, safe_up_to, harmful_from)),
+        reports=list(reports),
     )
 
 
