@@ -100,14 +100,23 @@ def run_ablation(base: TrainConfig, names: Sequence[str], train: ImageDataset, t
 
     Each run trains ``budget`` seconds on ``train`` into ``run_root/<name>`` (default a fresh temporary folder).
     """
+    configs = ablation_configs(base, names, mode, budget, p)
+    verb = "added" if mode == "add" else "removed"
+    return _train_each(configs, train, test, run_root, "ssl-viz-ablation-", progress,
+                       lambda name: f"Training with {name} {verb} ({budget:g} s)…")
+
+
+def _train_each(configs: dict[str, TrainConfig], train: ImageDataset, test: ImageDataset, run_root: str | Path | None,
+                prefix: str, progress: Progress | None, text) -> dict[str, float]:
+    """Train each config in this process, one after the other, on ``train`` into ``run_root/<name>`` (default a fresh
+    temporary folder named ``prefix...``); returns ``{name: kNN top-1 of its encoder, test against train}``."""
     from ssl_viz.train import Trainer
 
     report = progress or (lambda f, t: None)
-    configs = ablation_configs(base, names, mode, budget, p)
-    root = Path(run_root) if run_root else Path(tempfile.mkdtemp(prefix="ssl-viz-ablation-"))
+    root = Path(run_root) if run_root else Path(tempfile.mkdtemp(prefix=prefix))
     out = {}
     for i, (name, cfg) in enumerate(configs.items()):
-        report(i / len(configs), f"Training with {name} {'added' if mode == 'add' else 'removed'} ({budget:g} s)…")
+        report(i / len(configs), text(name))
         trainer = Trainer.from_config(cfg, root / name, callbacks=[], dataset=train)
         trainer.fit()
         out[name] = knn_top1(trainer.method.encoder.eval(), train, test)
@@ -137,19 +146,9 @@ def run_verification(base: TrainConfig, recommended_spec: str, train: ImageDatas
     """Train the three runs of :func:`verification_configs` one after the other in this process, each on ``train``
     for ``budget`` seconds, into ``run_root/<name>`` (default a fresh temporary folder); returns
     ``{name: kNN top-1 of the run's encoder, test against train}`` (:func:`~ssl_viz.analysis.diagnosis.knn_top1`)."""
-    from ssl_viz.train import Trainer
-
-    report = progress or (lambda f, t: None)
     configs = verification_configs(base, recommended_spec, budget)
-    root = Path(run_root) if run_root else Path(tempfile.mkdtemp(prefix="ssl-viz-verify-"))
-    out = {}
-    for i, (name, cfg) in enumerate(configs.items()):
-        report(i / len(configs), f"Training SimCLR with the {name} policy ({budget:g} s)…")
-        trainer = Trainer.from_config(cfg, root / name, callbacks=[], dataset=train)
-        trainer.fit()
-        out[name] = knn_top1(trainer.method.encoder.eval(), train, test)
-    report(1.0, "Done")
-    return out
+    return _train_each(configs, train, test, run_root, "ssl-viz-verify-", progress,
+                       lambda name: f"Training SimCLR with the {name} policy ({budget:g} s)…")
 
 
 def new_verification_manifest() -> Path:
