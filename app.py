@@ -1,12 +1,14 @@
 """ssl-viz: see what contrastive self-supervised learning does to images.
 
-Entry point: the optional password (SSL_VIZ_PASSWORD), shared sidebar (workspace) + navigation between the pages.
+Entry point: the optional password (SSL_VIZ_PASSWORD), shared sidebar (workspace) + navigation between the pages;
+the workspace and the page's settings are kept in the URL (ssl_viz.ui.links), so a link reproduces the view.
 """
 
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
 from ssl_viz.ui.access import confine_dataset_reads, is_locked, require_password
+from ssl_viz.ui.links import restore_from_url, run_page
 from ssl_viz.ui.sidebar import render_sidebar
 
 PagesManager.uses_pages_directory = False  # every rerun goes through this file (and its password form), as ssl_viz.ui.serve sets
@@ -29,5 +31,6 @@ PAGES = [
 
 page = st.navigation(PAGES, position="hidden" if is_locked() else "sidebar")
 require_password()  # with SSL_VIZ_PASSWORD set: a form, and st.stop() until it is given; no page runs before
+restore_from_url()  # once per browser session: a shared link's workspace and page settings (st.query_params)
 render_sidebar()
-page.run()
+run_page(page)  # page.run(), with st.query_params kept in step with the workspace and this page's settings

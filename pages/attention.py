@@ -37,23 +37,23 @@ if indices is None:
 
 kw = {}
 if kind == "view":
-    kw["policy"] = st.selectbox("Augmentation of the view", list(POLICIES), index=list(POLICIES).index("simclr"))
-    kw["seed"] = st.number_input("Seed of the view", 0, 10_000, 0)
+    kw["policy"] = st.selectbox("Augmentation of the view", list(POLICIES), index=list(POLICIES).index("simclr"), key="att_policy")
+    kw["seed"] = st.number_input("Seed of the view", 0, 10_000, 0, key="att_seed")
 elif kind == "image":
-    other = st.number_input("Reference image index", 0, len(ds) - 1, min(10, len(ds) - 1))
+    other = st.number_input("Reference image index", 0, len(ds) - 1, min(10, len(ds) - 1), key="att_reference")
     kw["reference"] = ds.float_images(slice(other, other + 1))
 elif kind == "prototype":
     if not ds.has_labels:
         st.error(f"{ws.dataset} has no labels, so it has no class prototypes: pick another target.")
         st.stop()
-    proto = st.selectbox("Class", range(ds.num_classes), format_func=lambda c: ds.class_names[c])
+    proto = st.selectbox("Class", range(ds.num_classes), format_func=lambda c: ds.class_names[c], key="att_class")
     kw["reference"] = ds.float_images(ds.labels == proto)[:256]
 if method == "gradcam":
     layers = list(conv_layers(model.encoder))
     default = default_gradcam_layer(model.encoder, ds.float_images(slice(indices[0], indices[0] + 1)))
     layer_name = st.selectbox("Grad-CAM layer (workspace encoder; the other uses its own default)", layers, index=layers.index(default))
 elif method == "integrated_gradients":
-    kw["n_steps"] = st.slider("Integration steps", 4, 64, 16, step=4)
+    kw["n_steps"] = st.slider("Integration steps", 4, 64, 16, step=4, key="att_steps")
 
 shown = [(model, ws.representation)]
 try:

@@ -14,6 +14,7 @@ from ssl_viz.analysis.feature_maps import (
 )
 from ssl_viz.analysis.images import make_grid, to_hwc_uint8, upscale
 from ssl_viz.cache import fingerprint
+from ssl_viz.ui.links import range_or_default
 from ssl_viz.ui.loaders import channel_scores, workspace_or_stop
 
 SAMPLE = 500
@@ -35,6 +36,7 @@ left, right = st.columns([1, 3])
 with left:
     source = st.radio("Image", ["Dataset image", "Upload an image"], key="fm_source", horizontal=True)
     if source == "Dataset image":
+        range_or_default("fm_index", 0, len(ds) - 1)  # a link made for a larger dataset
         index = st.slider("Test image", 0, len(ds) - 1, 0, key="fm_index")
         x, caption = ds.float_images(slice(index, index + 1)), f"#{index} · {ds.class_names[ds.labels[index]] if ds.has_labels else ''}"
     else:

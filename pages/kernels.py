@@ -28,12 +28,12 @@ ws = current_workspace()
 labels = {str(p): f"{label} · {card.get('method', '?')}/{card.get('encoder', '?')}" for label, p, card in available_models()}
 others = [None] + [p for p in labels if p != ws.model]
 second = st.selectbox("Compare with", others, format_func=lambda p: "— none —" if p is None else labels[p],
-                      help="A second encoder shown side by side with the workspace encoder.")
+                      help="A second encoder shown side by side with the workspace encoder.", key="kern_second")
 c1, c2, c3 = st.columns(3)
 normalize = c1.radio("Scale", ["filter", "global"], horizontal=True,
-                     help="filter: each filter min-max scaled (shapes); global: one scale (strengths comparable).")
-size = c2.slider("Pixels per filter", 12, 96, 48, step=4)
-max_filters = c3.slider("Filters shown", 8, 256, 64, step=8)
+                     help="filter: each filter min-max scaled (shapes); global: one scale (strengths comparable).", key="kern_scale")
+size = c2.slider("Pixels per filter", 12, 96, 48, step=4, key="kern_size")
+max_filters = c3.slider("Filters shown", 8, 256, 64, step=8, key="kern_max")
 
 shown = [(ws.model, ws.encoder)] + ([(second, None)] if second else [])
 norms = {}

@@ -14,6 +14,7 @@ from ssl_viz.analysis.negatives import (
     sampled_class_bias,
 )
 from ssl_viz.ui.data_views import labelled_workspace_or_stop
+from ssl_viz.ui.links import range_or_default
 from ssl_viz.ui.loaders import get_embeddings
 from ssl_viz.ui.workspace import available_models
 
@@ -36,6 +37,7 @@ try:
 except Exception as exc:
     st.error(f"Cannot embed a batch of {ws.dataset} with this model: {exc}")
     st.stop()
+range_or_default("neg_anchor", 0, len(pick) - 1)  # a link made with a larger batch
 anchor = st.slider("Anchor (position in the batch)", 0, len(pick) - 1, 0, key="neg_anchor")
 names = test_ds.class_names
 label_of = lambda j: names[int(test_ds.labels[pick[j]])]  # noqa: E731
