@@ -51,10 +51,12 @@ RUN pip install --index-url "${TORCH_INDEX}" torch torchvision \
  && rm /tmp/requirements-app.txt
 # The code and the shipped models, owned by root: the app user can read them, not change them.
 COPY . .
-# Fails the build if a built-in dataset or a shipped model cannot be loaded offline.
+# Fails the build if a built-in dataset or a shipped model cannot be loaded offline; compiles UMAP's numba kernels
+# into the cache (SSL_VIZ_CACHE/numba) so the first map in a new container takes seconds.
 RUN python -c "from ssl_viz.data import load_dataset; from ssl_viz.checkpoint import list_models, load_model; \
 [load_dataset(n, 'test') for n in ('digits', 'fashion-mnist', 'textures', 'shapes', 'photos')]; \
 [load_model(p) for _, p, _ in list_models('models')]" \
+ && python -m ssl_viz.analysis.projection \
  && chown -R 10001:10001 /home/app
 
 USER 10001

@@ -8,13 +8,16 @@ REQ_HASH := $(shell cat requirements.txt requirements-nodeps.txt | sha256sum | c
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 APT_PACKAGES := chromium dataset-fashion-mnist
 
-.PHONY: run test venv system lint bench models clean screenshots
+.PHONY: run test venv system warm lint bench models clean screenshots
 
-run: venv system ## start the app on http://$(HOST):$(PORT) (HOST=0.0.0.0 to serve a network; SSL_VIZ_PASSWORD=... to ask for a password)
+run: venv system warm ## start the app on http://$(HOST):$(PORT) (HOST=0.0.0.0 to serve a network; SSL_VIZ_PASSWORD=... to ask for a password)
 	$(PY) -m ssl_viz.ui.serve --server.address $(HOST) --server.port $(PORT)
 
-test: venv system ## unit tests, AppTests and the real-browser test
+test: venv system warm ## unit tests, AppTests and the real-browser test
 	$(PY) -m pytest
+
+warm: venv ## compile UMAP's numba kernels into the cache once, so a fresh server draws its first map in seconds
+	@$(PY) -m ssl_viz.analysis.projection
 
 venv: $(STAMP)
 

@@ -113,3 +113,73 @@ def test_every_page_renders_without_exception(server):
                 page.screenshot(path=str(Path(shots) / f"{path or 'home'}.png"), full_page=True)
         browser.close()
     print("\npage render times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+
+
+def _hover_until_tooltip_image(page, canvas, step: int = 12):
+    """Move the mouse over the map's canvas on a grid until vega's tooltip shows an image; returns (x, y, src)."""
+    box = canvas.bounding_box()
+    tooltip_img = page.locator("#vg-tooltip-element img")
+    for fy in range(step // 2, 100, 100 // step):
+        for fx in range(step // 2, 100, 100 // step):
+            x, y = box["x"] + box["width"] * fx / 100 * 0.8 + box["width"] * 0.05, box["y"] + box["height"] * fy / 100
+            page.mouse.move(x, y)
+            page.wait_for_timeout(60)
+            if tooltip_img.count() and page.locator("#vg-tooltip-element.visible").count():
+                return x, y, tooltip_img.first.get_attribute("src")
+    raise AssertionError("no point of the map showed an image in its tooltip")
+
+
+def test_embedding_explorer_in_the_browser(server):
+    """A link restores the page's settings; hovering a point shows its image; clicking it shows its neighbours."""
+    if CHROMIUM is None:
+        if os.environ.get("SSL_VIZ_REQUIRE_BROWSER"):
+            pytest.fail("no chromium found; install it: sudo apt-get install chromium")
+        pytest.skip("no chromium found (sudo apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    shots = os.environ.get("SSL_VIZ_SCREENSHOTS")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(f"{server}/embeddings?emb_method=PCA&emb_n=1000&emb_knn=6&emb_color=label", timeout=120_000)
+        page.wait_for_selector('[data-testid="stMain"] h1', timeout=300_000)
+        wait_until_idle(page)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        main = page.locator('[data-testid="stMain"]')
+        # the link's settings are restored: PCA, 1,000 points (and they stay in the URL)
+        text = main.inner_text()
+        assert "PCA settings" in text and "Download the 1,000 embeddings" in text, text[:2000]
+        assert "emb_method=PCA" in page.url and "emb_n=1000" in page.url
+        canvas = main.locator('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg.marks').first
+        canvas.wait_for(timeout=60_000)
+        x, y, src = _hover_until_tooltip_image(page, canvas)
+        assert src.startswith("data:image/png;base64,")
+        if shots:
+            page.screenshot(path=str(Path(shots) / "embeddings_hover.png"))
+        page.mouse.click(x, y)
+        page.wait_for_timeout(500)
+        wait_until_idle(page)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        heading = main.locator("h3", has_text="nearest neighbours")
+        heading.wait_for(timeout=60_000)
+        assert "6 nearest neighbours" in heading.inner_text()
+        strip = main.locator('[data-testid="stImage"]')
+        assert strip.count() >= 7  # the focus and its 6 neighbours
+        assert "emb_focus=" in page.url  # the focus is part of the link too
+        if shots:
+            heading.scroll_into_view_if_needed()
+            page.screenshot(path=str(Path(shots) / "embeddings_neighbours.png"), full_page=True)
+        # two encoders on one map, from a link: the supervised model beside the workspace's, the focus in both
+        supervised = ROOT / "models" / "supervised-fashion-mnist"
+        from ssl_viz.ui.workspace import fashion_mnist_available
+
+        if supervised.exists() and fashion_mnist_available():  # the default workspace is the shipped SimCLR on Fashion-MNIST
+            page.goto(f"{server}/embeddings?emb_method=PCA&emb_n=1000&emb_focus=5&emb_compare={supervised}", timeout=120_000)
+            page.wait_for_selector('[data-testid="stMain"] h1', timeout=300_000)
+            wait_until_idle(page)
+            assert page.locator('[data-testid="stException"]').count() == 0
+            assert main.locator('[data-testid="stVegaLiteChart"]').count() == 2
+            assert "shared" in main.inner_text()  # the focus's neighbours under both encoders, and how many they share
+            if shots:
+                page.screenshot(path=str(Path(shots) / "embeddings_two_encoders.png"), full_page=True)
+        browser.close()

@@ -46,18 +46,21 @@ def test_embeddings_page(app_env):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value == "Embeddings"
-    assert len(charts(at)) == 1
+    assert len(at.get("vega_lite_chart")) == 1  # images on hover (up to 10,000 points)
     at.selectbox(key="emb_color").set_value("k-means cluster").run()
-    assert not at.exception and len(charts(at)) == 1
+    assert not at.exception and len(at.get("vega_lite_chart")) == 1
     assert any("Alignment" in m.label for m in at.metric) and any("kNN" in m.label for m in at.metric)
     at.radio(key="emb_dims").set_value(3).run()
-    assert not at.exception and len(charts(at)) == 1
+    assert not at.exception and len(charts(at)) == 1 and not at.get("vega_lite_chart")  # 3-D: plotly
     at.radio(key="emb_dims").set_value(2)
     at.selectbox(key="emb_color").set_value("label")
     at.selectbox(key="emb_method").set_value("t-SNE").run()
-    assert not at.exception and len(charts(at)) == 1
-    at.toggle(key="emb_thumbs").set_value(True).run()  # image map: thumbnails drawn on the 2-D projection
-    assert not at.exception and len(charts(at)) == 1
+    assert not at.exception and len(at.get("vega_lite_chart")) == 1
+    at.toggle(key="emb_thumbs").set_value(True).run()  # image map: 200 images drawn on the 2-D projection
+    assert not at.exception
+    layers = json.loads(at.get("vega_lite_chart")[0].proto.spec)["layer"]
+    assert any(layer["mark"]["type"] == "image" for layer in layers)
+    at.radio(key="emb_view").set_value("WebGL (any size, lasso)").run()
     placed = json.loads(charts(at)[0].proto.spec)["layout"]["images"]
     assert len(placed) == min(200, 449) and all(im["source"].startswith("data:image/png;base64,") for im in placed)
 
@@ -91,7 +94,7 @@ def test_pages_on_other_datasets(app_env, page, dataset):
     assert not at.error, [e.value for e in at.error]
     if page == "embeddings" and dataset == "shapes":
         at.selectbox(key="emb_color").set_value("color").run()
-        assert not at.exception and len(charts(at)) == 1
+        assert not at.exception and len(at.get("vega_lite_chart")) == 1
 
 
 def test_plot_builders():
@@ -163,11 +166,14 @@ def test_sample_size_picker_offers_sizes_below_the_data():
     from ssl_viz.ui.data_views import sample_size_picker
 
     class Column:
-        def select_slider(self, label, options, value, key):
-            self.seen = (label, options, value, key)
+        def select_slider(self, label, options, value, key, format_func):
+            self.seen = (label, options, value, key, [format_func(o) for o in options])
             return value
 
     col = Column()
-    assert sample_size_picker(col, "Points", 449, key="k") == 449 and col.seen == ("Points", [250, 449], 449, "k")
+    assert sample_size_picker(col, "Points", 449, key="k") == 449 and col.seen[:4] == ("Points", [250, 449], 449, "k")
     assert sample_size_picker(col, "Points", 60000, key="k") == 2000 and col.seen[1] == [250, 500, 1000, 2000, 5000, 10000]
     assert sample_size_picker(Column(), "Points", 16, key="k") == 16        # one choice: no widget
+    # with the train split too: "all" of train + test is offered last
+    assert sample_size_picker(col, "Points", 10000, key="k", n_all=70000) == 2000
+    assert col.seen[1][-2:] == [10000, 70000] and col.seen[4][-1] == "all 70,000"

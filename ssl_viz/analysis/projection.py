@@ -6,9 +6,12 @@ By default the rows are L2-normalised first, so the map shows the cosine
 geometry the contrastive loss works in (Euclidean distance between unit
 vectors is a monotone function of their cosine: ``|a - b|^2 = 2 - 2 cos(a, b)``).
 
-UMAP is compiled by numba on its first call in a process (30-40 s); the
-compiled code is kept in ``<cache>/numba`` (``NUMBA_CACHE_DIR``) so that later
-processes start faster, and :func:`project_cached` keeps finished projections
+UMAP runs on an exact k-nearest-neighbour graph (one chunked matrix product,
+:func:`exact_knn`) with a PCA initialisation and :func:`umap_epochs` epochs. Its
+kernels are compiled by numba on the first call in a process; :func:`enable_numba_cache`
+makes umap-learn's kernels cacheable in ``<cache>/numba`` (``NUMBA_CACHE_DIR``), and
+:func:`warm_up` (run by ``make venv``) fills that cache, so a fresh server process loads
+compiled code instead of compiling it. :func:`project_cached` keeps finished projections
 on disk, keyed by what made them.
 """
 
@@ -26,7 +29,9 @@ from ssl_viz.paths import cache_dir
 
 METHODS = ("umap", "tsne", "pca")
 NAMES = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}
-UMAP_APPROXIMATE_FROM = 4096  # umap switches from exact distances to pynndescent at this many points
+UMAP_APPROXIMATE_FROM = 4096  # umap-learn alone switches from exact distances to pynndescent at this many points
+UMAP_DEFAULTS = {"n_neighbors": 15, "min_dist": 0.1}   # umap-learn's defaults, the ones people expect
+TSNE_DEFAULT_PERPLEXITY = 30.0                         # scikit-learn's and openTSNE's default
 _UMAP_WARM = False  # set once a UMAP has run in this process (numba compiled)
 
 
@@ -70,7 +75,87 @@ def _import_umap():
             pass
     import umap
 
+    enable_numba_cache()
     return umap
+
+
+def enable_numba_cache() -> int:
+    """Make umap-learn's numba kernels cacheable on disk (``NUMBA_CACHE_DIR``); returns how many were switched on.
+
+    umap-learn declares most of its ``@numba.njit`` kernels without ``cache=True``, so every new
+    process compiled them again (about 10 s on 2 cores before the first map). A numba dispatcher can
+    be given an on-disk cache after the fact (``Dispatcher.enable_caching``); compiled code is then
+    written once and read by later processes. Kernels numba cannot cache (closures) simply compile
+    as before. Idempotent.
+    """
+    import importlib
+
+    from numba.core.caching import NullCache
+    from numba.core.registry import CPUDispatcher
+
+    count = 0
+    for name in ("umap.umap_", "umap.layouts", "umap.utils", "umap.spectral", "umap.distances", "umap.sparse"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:  # pragma: no cover - a umap-learn without that module
+            continue
+        for obj in vars(module).values():
+            if isinstance(obj, CPUDispatcher) and isinstance(obj._cache, NullCache):
+                try:
+                    obj.enable_caching()
+                    count += 1
+                except Exception:  # noqa: BLE001 - a kernel numba cannot cache compiles as before
+                    pass
+    return count
+
+
+def warm_up(n: int = 400) -> float:
+    """Run a small UMAP the way :class:`Projector` runs it, so numba compiles (and caches) every kernel; returns seconds.
+
+    Called by ``make venv`` / the Docker build (``python -m ssl_viz.analysis.projection``), so the first map
+    in a fresh server process reads compiled code from ``<cache>/numba``.
+    """
+    import time
+
+    start = time.perf_counter()
+    X = np.random.default_rng(0).normal(size=(n, 16)).astype(np.float32)
+    proj = Projector("umap", n_components=2).fit(X)
+    proj.transform(X[:3])
+    Projector("umap", n_components=3).fit(X)
+    return time.perf_counter() - start
+
+
+def umap_epochs(n: int) -> int:
+    """Optimisation epochs of a UMAP of ``n`` points: 100 up to 10,000 points, then 60 (umap-learn: 500 / 200).
+
+    The layout starts from PCA rather than a spectral layout, so far fewer epochs reach a map of the same
+    neighbourhood quality: on 10,000 Fashion-MNIST embeddings of the shipped SimCLR, trustworthiness (15
+    neighbours) 0.979 with 100 epochs against 0.978 for umap-learn's 500 spectral-initialised ones, in a
+    fifth of the time (``bench/projection.py``, ``bench/RESULTS.md``).
+    """
+    return 100 if n <= 10_000 else 60
+
+
+class ExactSearchIndex:
+    """Exact nearest neighbours of new points among the fitted ones, in the shape umap-learn's ``transform`` asks of
+    its search index (``query(X, k, epsilon)`` and ``_angular_trees``), so a UMAP fitted on the exact graph of
+    :func:`exact_knn` can still place new points (``UMAP.transform``) without pynndescent.
+
+    Args:
+        data: ``[N, D]`` the fitted points (already normalised as the projector normalises).
+    """
+
+    _angular_trees = False
+
+    def __init__(self, data: np.ndarray) -> None:
+        self._raw_data = np.ascontiguousarray(data, dtype=np.float32)
+
+    def query(self, X, k: int, epsilon: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+        """``(indices [M, k] int32, Euclidean distances [M, k] float32)`` of the ``k`` nearest fitted points; ``epsilon`` is ignored (exact)."""
+        from ssl_viz.analysis.retrieval import Retriever
+
+        scores, idx = Retriever(k=k, metric="euclidean").fit(self._raw_data).query(np.asarray(X, dtype=np.float32))
+        return idx.astype(np.int32), np.maximum(-scores, 0.0).astype(np.float32)
 
 
 def _limit_threads(n: int | None):
@@ -104,11 +189,10 @@ class Projector:
         n_components: 2 or 3.
         normalize: L2-normalise rows before projecting (cosine geometry).
         random_state: seed of UMAP / t-SNE / PCA's randomised parts.
-        exact_knn: UMAP on >= 4096 points: compute the exact k-nearest-neighbour graph with a
-            chunked torch matrix product and hand it to UMAP (``precomputed_knn``) instead of
-            pynndescent's approximate search. Exact, and it skips pynndescent's numba
-            compilation (~45 s the first time per process); :meth:`transform` of new points is
-            then unavailable for that fit (UMAP keeps no search index).
+        exact_knn: UMAP: compute the exact k-nearest-neighbour graph with a chunked torch
+            matrix product and hand it to UMAP (``precomputed_knn``, with an :class:`ExactSearchIndex`
+            for :meth:`transform`) instead of pynndescent's approximate search. Exact, faster on
+            the sizes shown here, and it skips pynndescent's numba compilation.
         n_jobs: BLAS / OpenMP threads while fitting (None: half the CPUs, at least 1).
             Few threads on purpose: on a small CPU shared with a web server, OpenMP
             threads spin-waiting for a busy core made t-SNE up to 20x slower.
@@ -160,10 +244,14 @@ class Projector:
             params.update(self.params)
             return TSNE(n_components=self.n_components, random_state=self.random_state, **params)
         umap = _import_umap()
-        params = {"n_neighbors": int(min(15, max(2, n - 1))), "min_dist": 0.1, "metric": "euclidean", "n_jobs": 1}
+        params = {"n_neighbors": UMAP_DEFAULTS["n_neighbors"], "min_dist": UMAP_DEFAULTS["min_dist"], "metric": "euclidean",
+                  "n_jobs": 1, "init": "pca", "n_epochs": umap_epochs(n)}
         params.update(self.params)
-        if self.exact_knn and n >= UMAP_APPROXIMATE_FROM and params["metric"] == "euclidean" and "precomputed_knn" not in params:
-            params["precomputed_knn"] = exact_knn(X, params["n_neighbors"])
+        params["n_neighbors"] = int(min(params["n_neighbors"], max(2, n - 1)))
+        if self.exact_knn and params["metric"] == "euclidean" and "precomputed_knn" not in params:
+            idx, dist = exact_knn(X, params["n_neighbors"])
+            params["precomputed_knn"] = (idx, dist, ExactSearchIndex(X))
+            params["force_approximation_algorithm"] = True  # use the graph at every size (umap-learn ignores it below 4096)
         return umap.UMAP(n_components=self.n_components, random_state=self.random_state, **params)
 
     def fit(self, X, y=None) -> Projector:
@@ -185,7 +273,7 @@ class Projector:
             raise ProjectionError(f"PCA to {self.n_components} components needs at least {self.n_components} features, got {Xp.shape[1]}")
         estimator = self._build(Xp)
         with self._threads(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*(knn_search_index|n_jobs value|random_state).*")
+            warnings.filterwarnings("ignore", message=".*(knn_search_index|n_jobs value|random_state|NNDescent).*")
             embedding = estimator.fit_transform(Xp)
         if self.method == "umap":
             _UMAP_WARM = True
@@ -202,13 +290,11 @@ class Projector:
             raise RuntimeError("Projector is not fitted: call fit(X) first")
         if self.method == "tsne":
             raise NotImplementedError("t-SNE has no out-of-sample transform; call fit_transform(X) on all the points to show")
-        if self.method == "umap" and getattr(self.estimator_, "_knn_search_index", True) is None:
-            raise NotImplementedError("this UMAP was fitted on an exact precomputed kNN graph and keeps no search index; "
-                                      "fit with exact_knn=False to transform new points")
         Xp = self._prepare(X)
         if Xp.shape[1] != self.n_features_in_:
             raise ValueError(f"fitted on {self.n_features_in_} features, got {Xp.shape[1]}")
-        with self._threads():
+        with self._threads(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*(n_jobs value|random_state).*")
             return np.asarray(self.estimator_.transform(Xp), dtype=np.float32)
 
     def fit_transform(self, X, y=None) -> np.ndarray:
@@ -263,3 +349,19 @@ def kmeans_labels(X, k: int = 10, normalize: bool = True, random_state: int = 0)
     k = int(max(1, min(k, len(Xp))))
     with _limit_threads(None):
         return KMeans(n_clusters=k, n_init=3, random_state=random_state).fit_predict(Xp).astype(np.int64)
+
+
+def _warm_stamp():
+    from importlib.metadata import version
+
+    return cache_dir() / "numba" / f".warm-umap{version('umap-learn')}-numba{version('numba')}"
+
+
+if __name__ == "__main__":  # ``python -m ssl_viz.analysis.projection``: fill numba's cache once (make run/test, Docker build)
+    stamp = _warm_stamp()
+    if stamp.exists():
+        print(f"UMAP kernels already compiled in {stamp.parent}")
+    else:
+        seconds = warm_up()
+        stamp.touch()
+        print(f"UMAP kernels compiled and cached in {os.environ.get('NUMBA_CACHE_DIR', stamp.parent)} ({seconds:.1f} s)")

@@ -68,8 +68,9 @@ class Retriever:
             return F.normalize(q, dim=1) @ self.bank_.T
         if self.metric == "dot":
             return q @ self.bank_.T
-        sq = q.pow(2).sum(dim=1, keepdim=True) - 2 * q @ self.bank_.T + self._sq_norms  # |q - b|^2
-        return -sq.clamp_min(0).sqrt()
+        # ranks like -|q - b|^2 = -|q|^2 + 2 q.b - |b|^2 without the per-query constant; turned into
+        # distances for the k winners only (query), so the [q, N] block costs one matrix product
+        return torch.addmm(self._sq_norms, q, self.bank_.T, beta=-1, alpha=2)
 
     @torch.inference_mode()
     def query(self, q, k: int | None = None, exclude=None) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +105,11 @@ class Retriever:
                 rows = torch.nonzero(e >= 0).reshape(-1)
                 s[rows, e[rows]] = -float("inf")
             top = s.topk(k, dim=1)                                               # [q, k]
-            scores.append(top.values)
+            values = top.values
+            if self.metric == "euclidean":  # minus the distance: -sqrt(|q|^2 - (2 q.b - |b|^2))
+                qn = qt[start:start + self.chunk_size].pow(2).sum(dim=1, keepdim=True)
+                values = -(qn - values).clamp_min(0).sqrt()
+            scores.append(values)
             indices.append(top.indices)
         if not scores:
             return np.empty((0, k), np.float32), np.empty((0, k), np.int64)

@@ -14,36 +14,57 @@ DEFAULT_SAMPLE = 2000
 PROJECTIONS = {"UMAP": "umap", "t-SNE": "tsne", "PCA": "pca"}   # shown name -> ssl_viz.analysis.projection method
 
 
-def sample_size_picker(container, label: str, n_total: int, key: str) -> int:
+def sample_size_picker(container, label: str, n_total: int, key: str, n_all: int | None = None) -> int:
     """How many of ``n_total`` images to embed: a ``select_slider`` in ``container`` (``st`` or a column).
 
     Offers the :data:`SAMPLE_SIZES` below ``n_total`` and ``min(n_total, 10000)``, starting at 2000
-    (or the largest); with one choice only, no widget and that size.
+    (or the largest); with ``n_all`` (train + test, larger than ``n_total``) also that, shown as
+    "all N"; with one choice only, no widget and that size.
     """
     sizes = sorted({s for s in SAMPLE_SIZES if s < n_total} | {min(n_total, SAMPLE_SIZES[-1])})
+    if n_all is not None and n_all > sizes[-1]:
+        sizes.append(n_all)
     if len(sizes) == 1:
         return sizes[0]
-    return container.select_slider(label, sizes, value=DEFAULT_SAMPLE if DEFAULT_SAMPLE in sizes else sizes[-1], key=key)
+    if st.session_state.get(key) is not None and st.session_state[key] not in sizes:  # e.g. a link made on other data
+        del st.session_state[key]
+    fmt = (lambda s: f"all {s:,}" if s == n_all else f"{s:,}") if n_all is not None else (lambda s: f"{s:,}")
+    return container.select_slider(label, sizes, value=DEFAULT_SAMPLE if DEFAULT_SAMPLE in sizes else sizes[-1], key=key, format_func=fmt)
 
 
-def project_with_spinner(embeddings: np.ndarray, key: dict, method: str, dims: int) -> np.ndarray:
+def project_with_spinner(embeddings: np.ndarray, key: dict, method: str, dims: int, params: dict | None = None) -> np.ndarray:
     """:func:`~ssl_viz.analysis.projection.project_cached` of ``embeddings [N, D]`` to ``[N, dims]`` under a spinner.
 
-    ``method`` is a shown name of :data:`PROJECTIONS`. The spinner says when a projection is not
-    cached and will take a while, and warns of numba's compilation before the first UMAP in a process.
+    ``method`` is a shown name of :data:`PROJECTIONS`; ``params`` go to the projector (``n_neighbors``,
+    ``min_dist``, ``perplexity``). The spinner counts the seconds of a projection that is not cached and
+    warns of numba's compilation before the first UMAP in a process without a compiled cache.
     Too few points for the method (:class:`~ssl_viz.analysis.projection.ProjectionError`) end the page
     with one ``st.error`` naming how many it needs.
     """
     code = PROJECTIONS[method]
-    slow = "" if code == "pca" or is_projection_cached(embeddings, key, code, dims) else f"Running {method} on {len(embeddings)} points…"
+    slow = "" if code == "pca" or is_projection_cached(embeddings, key, code, dims, params) else f"Running {method} on {len(embeddings):,} points…"
     if code == "umap" and slow and not umap_is_warm():
-        slow += " The first UMAP in a fresh server compiles numba code (30-60 s); later ones take seconds."
+        slow += " (the first UMAP in a server process loads numba's compiled kernels)"
+    if slow and len(embeddings) > 20_000:
+        slow += " Large maps take up to half a minute: exact neighbours by matrix product, then the layout."
     try:
-        with st.spinner(slow or "Projecting…"):
-            return project_cached(embeddings, key, code, dims)
+        with st.spinner(slow or "Projecting…", show_time=bool(slow)):
+            return project_cached(embeddings, key, code, dims, params)
     except ProjectionError as exc:
         st.error(f"Cannot draw a {dims}-D {method} map: {exc}")
         st.stop()
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def fitted_projector(key_json: str, method: str, dims: int, params_json: str, _embeddings: np.ndarray):
+    """The fitted :class:`~ssl_viz.analysis.projection.Projector` behind a map (to place new points with its
+    ``transform``), kept in memory for the two latest maps; refitted (deterministically, the same coordinates as
+    the cached map) when the server has forgotten it. ``key_json`` must identify ``_embeddings`` (it is not hashed)."""
+    import json
+
+    from ssl_viz.analysis.projection import Projector
+
+    return Projector(PROJECTIONS[method], dims, **json.loads(params_json)).fit(_embeddings)
 
 
 def labelled_workspace_or_stop(needs: str, min_classes: int = 1):

@@ -8,6 +8,10 @@ without ``app.py`` (no workspace sidebar, file-name navigation). Clearing the
 flag before the server starts, as ``st.navigation`` itself does, routes every
 request through ``app.py`` (and so through its password form, when ``SSL_VIZ_PASSWORD`` is set).
 
+The server process also loads UMAP in the background as it starts (:func:`preload_umap`: imports umap-learn and
+runs a tiny map, reading the numba kernels that ``make run`` compiled), so the first visitor's map does not pay
+for them.
+
 Served beyond loopback (``make run HOST=0.0.0.0``, the Docker image), tracebacks are hidden from
 clients (``--client.showErrorDetails=none``; the server logs them) and the log warns when no
 password is set (:func:`ssl_viz.ui.access.serve_flags`).
@@ -17,11 +21,24 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from pathlib import Path
 
 from ssl_viz.ui.access import serve_flags
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
+
+
+def preload_umap() -> None:
+    """Import umap-learn and run a 200-point map in this process (loads the cached numba kernels); errors are logged only."""
+    try:
+        import numpy as np
+
+        from ssl_viz.analysis.projection import Projector
+
+        Projector("umap").fit(np.random.default_rng(0).normal(size=(200, 16)).astype(np.float32))
+    except Exception as exc:  # noqa: BLE001 - a failed preload only means the first map pays for it
+        logging.getLogger("ssl_viz.serve").warning("UMAP preload failed: %s", exc)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger("ssl_viz.serve").warning(text)
         print(f"WARNING: {text}", file=sys.stderr, flush=True)
     sys.argv = ["streamlit", "run", str(APP), *args, *flags]
+    threading.Thread(target=preload_umap, name="umap-preload", daemon=True).start()
     sys.exit(cli.main())
 
 

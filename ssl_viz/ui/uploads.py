@@ -10,6 +10,22 @@ from ssl_viz.analysis.retrieval import read_query_image
 IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "webp", "gif", "tif", "tiff"]
 
 
+def uploaded_image(label: str, key: str, channels: int, size: tuple[int, int]) -> torch.Tensor | None:
+    """A file picker for one image, decoded like a dataset image (uint8 ``[1, channels, H, W]``), or None.
+
+    None without a file; a file that is not a readable image gets one ``st.error`` naming it and None
+    (the rest of the page still runs).
+    """
+    upload = st.file_uploader(label, type=IMAGE_TYPES, key=key)
+    if upload is None:
+        return None
+    try:
+        return read_query_image(upload, channels, size)
+    except Exception as exc:  # any decoder failure is the upload's fault: say so, do not take the page down
+        st.error(f"Cannot read {upload.name} as an image: {exc}")
+        return None
+
+
 def uploaded_query_or_stop(label: str, key: str, hint: str, channels: int, size: tuple[int, int]) -> torch.Tensor:
     """A file picker for one query image, decoded like a dataset image: uint8 ``[1, channels, H, W]``.
 
