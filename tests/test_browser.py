@@ -83,11 +83,16 @@ def wait_until_idle(page, quiet_s: float = 2.5, timeout_s: float = 300.0) -> Non
     raise AssertionError(f"page still running after {timeout_s:.0f} s")
 
 
-def test_every_page_renders_without_exception(server):
+def require_chromium() -> None:
+    """Skip without chromium; with ``SSL_VIZ_REQUIRE_BROWSER=1`` (CI) fail instead."""
     if CHROMIUM is None:
         if os.environ.get("SSL_VIZ_REQUIRE_BROWSER"):
             pytest.fail("no chromium found; install it: sudo apt-get install chromium")
         pytest.skip("no chromium found (sudo apt-get install chromium); the real-browser test did not run")
+
+
+def test_every_page_renders_without_exception(server):
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     shots = os.environ.get("SSL_VIZ_SCREENSHOTS")
@@ -131,10 +136,7 @@ def _hover_until_tooltip_image(page, canvas, step: int = 12):
 
 def test_embedding_explorer_in_the_browser(server):
     """A link restores the page's settings; hovering a point shows its image; clicking it shows its neighbours."""
-    if CHROMIUM is None:
-        if os.environ.get("SSL_VIZ_REQUIRE_BROWSER"):
-            pytest.fail("no chromium found; install it: sudo apt-get install chromium")
-        pytest.skip("no chromium found (sudo apt-get install chromium)")
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     shots = os.environ.get("SSL_VIZ_SCREENSHOTS")
