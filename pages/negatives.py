@@ -37,10 +37,8 @@ try:
 except Exception as exc:
     st.error(f"Cannot embed a batch of {ws.dataset} with this model: {exc}")
     st.stop()
-range_or_default("neg_anchor", 0, len(pick) - 1)  # a link made with a larger batch
-anchor = st.slider("Anchor (position in the batch)", 0, len(pick) - 1, 0, key="neg_anchor")
-names = test_ds.class_names
-label_of = lambda j: names[int(test_ds.labels[pick[j]])]  # noqa: E731
+anchor = st.slider("Anchor (position in the batch)", 0, range_or_default("neg_anchor", 0, len(pick) - 1), 0, key="neg_anchor")  # a link's anchor may not fit
+label_of = lambda j: test_ds.class_names[int(test_ds.labels[pick[j]])]  # noqa: E731
 st.image(upscale(to_hwc_uint8(test_ds.images[pick[anchor]]), 96), caption=f"anchor: {label_of(anchor)}")
 negs = hard.indices[anchor].tolist()
 st.image([upscale(to_hwc_uint8(test_ds.images[pick[j]]), 72) for j in negs],

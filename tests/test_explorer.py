@@ -139,7 +139,7 @@ def test_click_focuses_a_point_and_shows_its_neighbours(app_env):
     assert len(nb_buttons) == 5
     target = nb_buttons[1].label  # the neighbour's index in the test split
     nb_buttons[1].click().run()
-    assert not at.exception and any(f"Focus test:{target} " in h.value for h in at.subheader)  # the focus moved to that neighbour
+    assert not at.exception and any(f":{target} · " in h.value and h.value.startswith("Focus ") for h in at.subheader)  # the focus moved to that neighbour
     at.button(key="emb_clear_focus").click().run()
     assert not at.exception and not any("nearest neighbours" in h.value for h in at.subheader)
 
@@ -249,3 +249,12 @@ def test_fewer_points_than_the_method_needs_is_one_message():
 
     with pytest.raises(ProjectionError, match="needs at least 4 points"):
         Projector("umap").fit(np.random.default_rng(0).normal(size=(3, 5)))
+
+
+def test_tsne_perplexity_is_capped_on_few_points():
+    """A perplexity chosen for thousands of points must not break a map of a few (scikit-learn needs perplexity < n)."""
+    from ssl_viz.analysis.projection import Projector
+
+    X = np.random.default_rng(0).normal(size=(10, 4))
+    proj = Projector("tsne", perplexity=30.0, max_iter=250).fit(X)
+    assert proj.estimator_.perplexity == 3.0 and np.isfinite(proj.embedding_).all()

@@ -240,8 +240,10 @@ class Projector:
         if self.method == "tsne":
             from sklearn.manifold import TSNE
 
-            params = {"perplexity": float(min(30.0, max(1.0, (n - 1) / 3.0))), "init": "pca", "learning_rate": "auto"}
+            params = {"perplexity": TSNE_DEFAULT_PERPLEXITY, "init": "pca", "learning_rate": "auto"}
             params.update(self.params)
+            # each point needs about 3 x perplexity neighbours: capped at (n - 1) / 3 on few points (scikit-learn refuses >= n)
+            params["perplexity"] = float(min(params["perplexity"], max(1.0, (n - 1) / 3.0)))
             return TSNE(n_components=self.n_components, random_state=self.random_state, **params)
         umap = _import_umap()
         params = {"n_neighbors": UMAP_DEFAULTS["n_neighbors"], "min_dist": UMAP_DEFAULTS["min_dist"], "metric": "euclidean",

@@ -317,15 +317,15 @@ def sync_to_url(page: str | None = None) -> None:
                     pass
 
 
-def range_or_default(key: str, lo: float, hi: float) -> None:
+def range_or_default(key: str, lo: float, hi: float) -> float:
     """Drop ``st.session_state[key]`` when it lies outside ``[lo, hi]`` (or is no number), so the slider about
     to be drawn with that range shows its default instead of raising. Call it before ``st.slider(..., key=key)``
-    when the range depends on the data (a link made for a larger dataset). Raises nothing."""
+    when the range depends on the data (a link made for a larger dataset), or inline as its ``max_value``:
+    it returns ``hi``. Raises nothing."""
     value = st.session_state.get(key)
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not lo <= value <= hi:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real) or not lo <= value <= hi):
         del st.session_state[key]
+    return hi
 
 
 def run_page(page) -> None:
