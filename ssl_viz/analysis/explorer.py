@@ -82,9 +82,10 @@ def class_counts(labels: np.ndarray, class_names: Sequence[str]) -> list[tuple[s
 def count_text(labels: np.ndarray, class_names: Sequence[str], limit: int = 8) -> str:
     """``"47 Shirt, 12 T-shirt/top, ..."``: the class counts of a selection, the ``limit`` largest named."""
     counts = class_counts(labels, class_names)
-    text = ", ".join(f"{c:,} {name}" for name, c in counts[:limit])
+    if len(counts) <= limit + 1:  # one class left over is named rather than summarised
+        return ", ".join(f"{c:,} {name}" for name, c in counts)
     rest = sum(c for _, c in counts[limit:])
-    return text + (f" and {rest:,} in {len(counts) - limit} other classes" if rest else "")
+    return ", ".join(f"{c:,} {name}" for name, c in counts[:limit]) + f" and {rest:,} in {len(counts) - limit} other classes"
 
 
 def selection_table(rows: np.ndarray, ids: Sequence[str], labels: np.ndarray, class_names: Sequence[str],

@@ -109,7 +109,7 @@ def vega_map(coords: np.ndarray, data: MapData, values: np.ndarray, names: Seque
              title: str | None = None, height: int = 560, images_at: np.ndarray | None = None):
     """The Vega-Lite map (an ``alt.LayerChart``): one circle per point coloured by group, its image in the tooltip,
     a ``focus`` point selection (click, projected on ``row``) and a ``brush`` interval selection (drag); the
-    focus as a black ring, its neighbours ringed orange, selected rows drawn larger, an uploaded query as a red cross;
+    focus as a black ring, its neighbours ringed orange, selected rows drawn larger, an uploaded query as a red diamond;
     with ``images_at`` (rows), those points' images drawn on the map."""
     import altair as alt
 
@@ -144,7 +144,7 @@ def vega_map(coords: np.ndarray, data: MapData, values: np.ndarray, names: Seque
                       .encode(x=x, y=y, tooltip=tooltip))
     if query_xy is not None:
         layers.append(alt.Chart(pd.DataFrame({"x": [float(query_xy[0])], "y": [float(query_xy[1])], "what": ["your image"]}))
-                      .mark_point(shape="cross", size=600, strokeWidth=4, color=QUERY, filled=True)
+                      .mark_point(shape="diamond", size=500, strokeWidth=2, color=QUERY, filled=True)
                       .encode(x=x, y=y, tooltip=[alt.Tooltip("what:N", title="query")]))
     return alt.layer(*layers).properties(height=height, title=title or "").configure_view(strokeWidth=0)
 
@@ -177,9 +177,12 @@ def webgl_map(coords: np.ndarray, data: MapData, values: np.ndarray, names: Sequ
     if focus is not None:
         extra(coords[[focus]], "focus", dict(size=20, color="rgba(0,0,0,0)", line=dict(color=FOCUS, width=4)), [hover[focus]])
     if query_xy is not None:
-        extra(np.asarray(query_xy, dtype=float).reshape(1, -1), "your image", dict(size=18, symbol="x", color=QUERY), ["your image"])
+        marker = dict(size=16, symbol="diamond", color=QUERY, line=dict(color="white", width=1.5))
+        extra(np.asarray(query_xy, dtype=float).reshape(1, -1), "your image", marker, ["your image"])
     if images_at is not None and len(images_at) and dim == 2:
         add_thumbnails(fig, coords[images_at], [to_hwc_uint8(data.image_of(int(r))) for r in images_at])
+    if dim == 2:
+        fig.update_layout(dragmode="zoom")  # clicks pick a point in zoom mode (plotly drops them in lasso and box modes)
     return fig
 
 
@@ -218,10 +221,10 @@ def neighbour_strip(data: MapData, rows: np.ndarray, sims: np.ndarray, key: str,
     for start in range(0, len(rows), per_row):
         cols = st.columns(per_row)
         for col, r, s in zip(cols, rows[start:start + per_row], sims[start:start + per_row]):
-            col.image(data.picture(int(r)), caption=f"{s:.3f} · {data.name(int(r))}", width="stretch")
+            col.image(data.picture(int(r)), caption=f"{s:.3f} · {data.name(int(r))} · {data.ids[int(r)]}", width="stretch")
             if on_focus is not None:
-                col.button(data.ids[int(r)].split(":")[-1], key=f"{key}_{int(r)}", on_click=on_focus, args=(int(r),),
-                           help=f"Focus {data.ids[int(r)]}", width="stretch", icon=":material/center_focus_strong:")
+                col.button("focus", key=f"{key}_{int(r)}", on_click=on_focus, args=(int(r),),
+                           help=f"Focus {data.ids[int(r)]}", width="stretch")
 
 
 def map_splits(n_test: int, n_train: int, n_points: int) -> list[tuple[str, int]]:

@@ -145,7 +145,7 @@ def query_panel(ws, s: Settings, ds, data: MapData, coords: np.ndarray, key: dic
             else:
                 proj = fitted_projector(json.dumps(key, sort_keys=True, default=str), s.method, s.dims, json.dumps(s.params, sort_keys=True), data.embeddings)
                 xy, how = proj.transform(q)[0], f"placed by {s.method}'s own transform of the fitted map"
-        st.caption(f"Your image is the red ✕ on the map: {how}.")
+        st.caption(f"Your image is the red diamond on the map: {how}.")
         return xy, (rows, sims)
 
 
@@ -176,7 +176,9 @@ def draw_maps(ws, s: Settings, data: MapData, other: MapData | None, coords, coo
             state["emb_view"] = next(iter(VIEWS))
         renderer = VIEWS[st.radio("Map", list(VIEWS), horizontal=True, key="emb_view",
                                   help="Images on hover: a thumbnail per point, click and box. WebGL: faster, adds lasso.")]
-    thumbs_on_map = s.dims == 2 and st.toggle(f"Draw {THUMBS_ON_MAP} of the images on the map", key="emb_thumbs")
+    shown = min(THUMBS_ON_MAP, len(data))
+    thumbs_on_map = s.dims == 2 and st.toggle(f"Draw {shown} of the images on the map" if shown < len(data) else "Draw the images on the map",
+                                              key="emb_thumbs")
     n_clusters = st.slider("Clusters (k)", 2, 30, max(2, min(len(data.class_names), 30)), key="emb_k") if s.color == "k-means cluster" else 0
     values, names = color_values(data, s.color, lambda: kmeans_labels(data.embeddings, n_clusters))
     maps = [("A", data, coords, get_model(ws.model, ws.encoder).name)]
@@ -202,8 +204,9 @@ def draw_maps(ws, s: Settings, data: MapData, other: MapData | None, coords, coo
                 else:
                     st.plotly_chart(fig, key=chart_key)
     st.caption("Drag to rotate; clicking and box/lasso selection work in the 2-D map." if s.dims == 3 else
-               "Hover a point for its image, click it for its neighbours, drag a box" + (" or lasso" if renderer == "webgl" else "")
-               + " to select; double-click clears the selection.")
+               ("Hover a point for its image, click it for its neighbours, drag a box to select; double-click clears the selection."
+                if renderer == "vega" else "Hover a point for its label, click it for its image and neighbours, drag to zoom; for a box or "
+                "lasso selection pick its tool in the chart's toolbar; double-click resets."))
 
 
 def focus_panel(s: Settings, data: MapData, other: MapData | None, focus: int | None, query_nn) -> None:

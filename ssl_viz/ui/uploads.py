@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import streamlit as st
 import torch
+from PIL import UnidentifiedImageError
 
 from ssl_viz.analysis.retrieval import read_query_image
 
 IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "webp", "gif", "tif", "tiff"]
+
+
+def unreadable(name: str, exc: Exception) -> str:
+    """One sentence for an upload that does not decode (never the upload object's repr)."""
+    if isinstance(exc, UnidentifiedImageError) or isinstance(exc.__cause__, UnidentifiedImageError) or "cannot identify image" in str(exc):
+        return f"{name} is not an image this app can read (PNG, JPEG, BMP, WebP, GIF or TIFF)."
+    return f"Cannot read {name} as an image: {str(exc).split(' UploadedFile(')[0]}"
 
 
 def uploaded_image(label: str, key: str, channels: int, size: tuple[int, int]) -> torch.Tensor | None:
@@ -22,7 +30,7 @@ def uploaded_image(label: str, key: str, channels: int, size: tuple[int, int]) -
     try:
         return read_query_image(upload, channels, size)
     except Exception as exc:  # any decoder failure is the upload's fault: say so, do not take the page down
-        st.error(f"Cannot read {upload.name} as an image: {exc}")
+        st.error(unreadable(upload.name, exc))
         return None
 
 
@@ -42,5 +50,5 @@ def uploaded_query_or_stop(label: str, key: str, hint: str, channels: int, size:
     try:
         return read_query_image(upload, channels, size)
     except Exception as exc:  # any decoder failure is the upload's fault: say so, do not take the page down
-        st.error(f"Cannot read {upload.name} as an image: {exc}")
+        st.error(unreadable(upload.name, exc))
         st.stop()
