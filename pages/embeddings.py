@@ -3,17 +3,7 @@ neighbours, select a region for its class counts, place your own image, compare 
 
 import streamlit as st
 
-from ssl_viz.ui.explorer_panels import (
-                                        controls,
-                                        draw_maps,
-                                        focus_and_selection,
-                                        focus_panel,
-                                        load_or_stop,
-                                        project,
-                                        quality_metrics,
-                                        query_panel,
-                                        selection_panel,
-)
+from ssl_viz.ui import explorer_panels as ex
 from ssl_viz.ui.loaders import workspace_or_stop
 
 st.title("Embeddings")
@@ -25,12 +15,13 @@ st.markdown("Each dot is one image placed by its embedding $z = f(x)$: **hover**
 st.latex(r"\|\hat z_i - \hat z_j\|^2 = 2 - 2\cos(z_i, z_j), \qquad \hat z = z / \|z\|")
 
 ws, _, ds = workspace_or_stop()  # a model or dataset that cannot load: one error, the page stops
-settings = controls(ws, ds)
-data, other = load_or_stop(ws, settings)
-focus, selected = focus_and_selection(ws, data)
-coords, coords_b, disparity, key = project(ws, settings, data, other)
-query_xy, query_nn = query_panel(ws, settings, ds, data, coords, key)
-draw_maps(ws, settings, data, other, coords, coords_b, disparity, focus, selected, query_xy)
-focus_panel(settings, data, other, focus, query_nn)
-selection_panel(ws, settings, data, coords, selected)
-quality_metrics(ws, ds, data)
+settings = ex.controls(ws, ds)
+data, other = ex.load_or_stop(ws, settings)
+focus, selected = ex.focus_and_selection(ws, data)
+coords, coords_b, disparity, key = ex.project(ws, settings, data, other)
+query_xy, query_nn = ex.query_panel(ws, settings, ds, data, coords, key)
+neighbours = ex.focus_neighbours(settings, data, other, focus)  # per map: the focus's neighbours, ringed and shown as strips
+ex.draw_maps(ws, settings, data, other, coords, coords_b, disparity, focus, neighbours, selected, query_xy)
+ex.focus_panel(settings, data, other, focus, neighbours, query_nn)
+ex.selection_panel(ws, settings, data, coords, selected)
+ex.quality_metrics(ws, ds, data)

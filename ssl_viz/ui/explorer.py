@@ -272,8 +272,5 @@ def map_thumbnails(dataset: str, label: str | None, ids: tuple[str, ...]) -> lis
     """Tooltip thumbnails (:func:`thumbnail_uri`) of the points ``ids`` (``"split:index"``), cached per map."""
     from ssl_viz.ui.loaders import get_dataset
 
-    out = []
-    for ident in ids:
-        split, index = ident.split(":")
-        out.append(thumbnail_uri(to_hwc_uint8(get_dataset(dataset, split, label).images[int(index)])))
-    return out
+    images = {split: get_dataset(dataset, split, label).images for split in {ident.split(":")[0] for ident in ids}}  # one lookup per split
+    return [thumbnail_uri(to_hwc_uint8(images[split][int(index)])) for split, index in (ident.split(":") for ident in ids)]

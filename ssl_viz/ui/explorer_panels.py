@@ -115,6 +115,12 @@ def focus_and_selection(ws, data: MapData) -> tuple[int | None, np.ndarray]:
     return focus, selected[(selected >= 0) & (selected < len(data))]
 
 
+def focus_neighbours(s: Settings, data: MapData, other: MapData | None, focus: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The focus's ``(rows, cosine similarities)`` under each encoder (one entry per map; empty arrays without a focus)."""
+    empty = (np.empty(0, np.int64), np.empty(0, np.float32))
+    return [cosine_neighbours(m.embeddings, focus, s.k) if focus is not None else empty for m in (data, other) if m is not None]
+
+
 def project(ws, s: Settings, data: MapData, other: MapData | None) -> tuple[np.ndarray, np.ndarray | None, float | None, dict]:
     """``(coords, coords of the second map aligned to the first or None, Procrustes disparity or None, cache key)``."""
     key = {"model": fingerprint(ws.model), "dataset": ws.dataset, "label": ws.label, "rep": ws.representation, "n": len(data)}
@@ -164,7 +170,8 @@ def set_focus(row: int) -> None:
     st.session_state["emb_focus"] = int(row)
 
 
-def draw_maps(ws, s: Settings, data: MapData, other: MapData | None, coords, coords_b, disparity, focus, selected, query_xy) -> None:
+def draw_maps(ws, s: Settings, data: MapData, other: MapData | None, coords, coords_b, disparity, focus, neighbours, selected,
+              query_xy) -> None:
     """The map (two side by side with a second encoder): images on hover up to :data:`HOVER_MAX` 2-D points, WebGL beyond."""
     state = st.session_state
     if s.dims == 3 or len(data) > HOVER_MAX:
@@ -185,8 +192,7 @@ def draw_maps(ws, s: Settings, data: MapData, other: MapData | None, coords, coo
     if other is not None:
         maps.append(("B", other, coords_b, f"{Path(s.labels.get(s.compare, s.compare)).name} (aligned, Procrustes disparity {disparity:.2f})"))
     on_map = np.random.default_rng(0).choice(len(data), size=min(THUMBS_ON_MAP, len(data)), replace=False) if thumbs_on_map else None
-    for (tag, mdata, mcoords, title), col in zip(maps, st.columns(len(maps))):
-        nb = cosine_neighbours(mdata.embeddings, focus, s.k)[0] if focus is not None else np.empty(0, np.int64)
+    for (tag, mdata, mcoords, title), (nb, _), col in zip(maps, neighbours, st.columns(len(maps))):
         chart_key = f"emb_chart_{tag}_{renderer}_{s.dims}"
         q_xy = query_xy if tag == "A" else None
         title = title if other is not None else None
@@ -209,10 +215,10 @@ def draw_maps(ws, s: Settings, data: MapData, other: MapData | None, coords, coo
                 "lasso selection pick its tool in the chart's toolbar; double-click resets."))
 
 
-def focus_panel(s: Settings, data: MapData, other: MapData | None, focus: int | None, query_nn) -> None:
+def focus_panel(s: Settings, data: MapData, other: MapData | None, focus: int | None, neighbours, query_nn) -> None:
     """The focused image and its nearest neighbours (and under the second encoder); an uploaded query's neighbours."""
     if focus is not None:
-        rows, sims = cosine_neighbours(data.embeddings, focus, s.k)
+        rows, sims = neighbours[0]
         st.subheader(f"Focus {data.ids[focus]} · {data.name(focus)}: its {len(rows)} nearest neighbours")
         left, right = st.columns([1, 6])
         left.image(data.picture(focus, 128), caption=f"{data.ids[focus]} · {data.name(focus)}")
@@ -221,7 +227,7 @@ def focus_panel(s: Settings, data: MapData, other: MapData | None, focus: int | 
             st.caption("Cosine similarity · label (ringed orange on the map); a neighbour's button moves the focus to it.")
             neighbour_strip(data, rows, sims, "emb_nb", set_focus)
             if other is not None:
-                rows_b, sims_b = cosine_neighbours(other.embeddings, focus, s.k)
+                rows_b, sims_b = neighbours[1]
                 st.caption(f"The same image's neighbours under {s.labels.get(s.compare, s.compare)}: "
                            f"{len(set(rows_b.tolist()) & set(rows.tolist()))} of {len(rows)} shared.")
                 neighbour_strip(other, rows_b, sims_b, "emb_nb_b", set_focus)
