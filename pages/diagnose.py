@@ -40,7 +40,7 @@ ui.dose_chart(resp, title)
 ui.dose_table(resp)
 
 st.header("Recommended policy", divider="gray")
-ui.recommended_policy_panel(resp.recommended_policy, ws.dataset, label)
+ui.recommended_policy_panel(resp.recommended_policy, ws.dataset, label, image_size=min(test_ds.image_size))
 
 st.header("Proof by training", divider="gray")
 ui.verification_panel(ws.dataset, label, resp.recommended_policy)

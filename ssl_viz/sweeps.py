@@ -128,25 +128,31 @@ def _train_each(configs: dict[str, TrainConfig], train: ImageDataset, test: Imag
 # ----------------------------------------------------------------------------- verification of a recommended policy
 
 
-def verification_configs(base: TrainConfig, recommended_spec: str, budget: float) -> dict[str, TrainConfig]:
-    """``{"recommended" | "simclr" | "simclr-small": base with that policy and a time budget of `budget` seconds}``.
+def verification_configs(base: TrainConfig, recommended_spec: str, budget: float,
+                         policies: Sequence[str] = VERIFY_POLICIES) -> dict[str, TrainConfig]:
+    """``{"recommended" | "simclr" | "simclr-small": base with that policy and a time budget of `budget` seconds}``,
+    for the names in ``policies`` (default all three, in that order).
 
-    Raises ValueError when ``recommended_spec`` does not parse (:func:`~ssl_viz.augment.parse_policy`)
-    or ``budget`` is not positive.
+    Raises ValueError when ``recommended_spec`` does not parse (:func:`~ssl_viz.augment.parse_policy`),
+    ``budget`` is not positive or ``policies`` names something else.
     """
     parse_policy(recommended_spec)
     if not budget > 0:
         raise ValueError(f"the verification budget must be positive seconds, got {budget}")
+    unknown = [p for p in policies if p not in VERIFY_POLICIES]
+    if unknown or not policies:
+        raise ValueError(f"verification policies must be some of {', '.join(VERIFY_POLICIES)}, got {', '.join(policies) or 'none'}")
     specs = {"recommended": recommended_spec, "simclr": "simclr", "simclr-small": "simclr-small"}
-    return {name: replace(base, augment=specs[name], time_budget=float(budget)) for name in VERIFY_POLICIES}
+    return {name: replace(base, augment=specs[name], time_budget=float(budget)) for name in VERIFY_POLICIES if name in policies}
 
 
 def run_verification(base: TrainConfig, recommended_spec: str, train: ImageDataset, test: ImageDataset, budget: float,
-                     run_root: str | Path | None = None, progress: Progress | None = None) -> dict[str, float]:
-    """Train the three runs of :func:`verification_configs` one after the other in this process, each on ``train``
-    for ``budget`` seconds, into ``run_root/<name>`` (default a fresh temporary folder); returns
-    ``{name: kNN top-1 of the run's encoder, test against train}`` (:func:`~ssl_viz.analysis.diagnosis.knn_top1`)."""
-    configs = verification_configs(base, recommended_spec, budget)
+                     run_root: str | Path | None = None, progress: Progress | None = None,
+                     policies: Sequence[str] = VERIFY_POLICIES) -> dict[str, float]:
+    """Train the runs of :func:`verification_configs` (``policies``, default all three) one after the other in this
+    process, each on ``train`` for ``budget`` seconds, into ``run_root/<name>`` (default a fresh temporary folder);
+    returns ``{name: kNN top-1 of the run's encoder, test against train}`` (:func:`~ssl_viz.analysis.diagnosis.knn_top1`)."""
+    configs = verification_configs(base, recommended_spec, budget, policies)
     return _train_each(configs, train, test, run_root, "ssl-viz-verify-", progress,
                        lambda name: f"Training SimCLR with the {name} policy ({budget:g} s)…")
 

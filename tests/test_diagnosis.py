@@ -30,7 +30,7 @@ from ssl_viz.analysis.diagnosis import (
     probe_features,
     recommend_policy,
 )
-from ssl_viz.augment import SINGLE_TRANSFORMS, BatchAugment, dose_transform, parse_policy, policy_to_spec, single_transform
+from ssl_viz.augment import POLICIES, SINGLE_TRANSFORMS, BatchAugment, dose_transform, parse_policy, policy_to_spec, single_transform
 from ssl_viz.config import TrainConfig
 from ssl_viz.data import load_dataset
 from ssl_viz.sweeps import run_ablation
@@ -480,6 +480,26 @@ def test_recommend_policy_rules():
     assert big.cutout_p == 0.5 and big.cutout_scale == (0.02, 0.25) and big.jigsaw_p == 0.0
     spec = policy_to_spec(cfg)
     assert parse_policy(spec) == cfg and "0.52:1.0" in spec
+    assert big.crop_scale == (0.52, 1.0)                        # no floor above 32 px
+
+
+def test_recommended_crop_is_floored_for_small_images():
+    """Up to 32 px a crop that turns harmful keeps at least simclr-small's 65 % of the area; a gentler safe crop stays
+    gentler, and a crop harmful at no strength (stationary textures) keeps its whole safe range."""
+    from ssl_viz.analysis.diagnosis.recommend import SMALL_IMAGE_CROP_FLOOR
+
+    assert SMALL_IMAGE_CROP_FLOOR == POLICIES["simclr-small"].crop_scale[0] == 0.65
+    strong = [_curve("crop", [0.0, 0.05, 0.15, 0.35, 0.8])]             # safe up to 0.6: crop to 52 %
+    assert recommend_policy(strong, image_size=28).crop_scale == (0.65, 1.0)
+    assert recommend_policy(strong, image_size=32).crop_scale == (0.65, 1.0)
+    assert recommend_policy(strong, image_size=33).crop_scale == (0.52, 1.0)
+    gentle = [_curve("crop", [0.05, 0.25, 0.4, 0.6, 0.8])]              # safe only at 0.2: crop to 84 %
+    assert recommend_policy(gentle, image_size=28).crop_scale == (0.84, 1.0)
+    unsafe = [_curve("crop", [0.5] * 5)]
+    assert recommend_policy(unsafe, image_size=28).crop_scale == (1.0, 1.0)   # never safe: no crop at all
+    never_harmful = [_curve("crop", [0.0, 0.05, 0.1, 0.15, 0.2])]       # safe at every strength: crop to 20 %
+    assert never_harmful[0].harmful_from is None
+    assert recommend_policy(never_harmful, image_size=28).crop_scale == (0.2, 1.0)
 
 
 def test_recommended_policy_parses_and_trains(tmp_path, shapes_doses):

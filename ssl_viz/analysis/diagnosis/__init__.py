@@ -51,7 +51,15 @@ from ssl_viz.analysis.diagnosis.dose import DEFAULT_N_TEST, DEFAULT_N_TRAIN, STR
 from ssl_viz.analysis.diagnosis.features import PROBE_GROUPS, content_mask, gabor_bank, probe_features
 from ssl_viz.analysis.diagnosis.figure import diagnosis_figure, dose_figure
 from ssl_viz.analysis.diagnosis.probe import FeatureProbe
-from ssl_viz.analysis.diagnosis.recommend import MIN_BLUR_SIZE, RECOMMENDED_P, VIEW_AUGMENTATIONS, is_safe, recommend_policy
+from ssl_viz.analysis.diagnosis.recommend import (
+    MIN_BLUR_SIZE,
+    RECOMMENDED_P,
+    SMALL_IMAGE_CROP_FLOOR,
+    SMALL_IMAGE_SIZE,
+    VIEW_AUGMENTATIONS,
+    is_safe,
+    recommend_policy,
+)
 from ssl_viz.analysis.diagnosis.report import (
     VERDICT_COLORS,
     VERDICTS,
@@ -67,7 +75,7 @@ from ssl_viz.analysis.diagnosis.report import (
 from ssl_viz.analysis.diagnosis.strip import example_indices, example_strip
 
 __all__ = [
-    "DEFAULT_N_TEST", "DEFAULT_N_TRAIN", "MIN_BLUR_SIZE", "PROBE_GROUPS", "RECOMMENDED_P", "STRENGTHS", "VERDICTS",
+    "DEFAULT_N_TEST", "DEFAULT_N_TRAIN", "MIN_BLUR_SIZE", "PROBE_GROUPS", "RECOMMENDED_P", "SMALL_IMAGE_CROP_FLOOR", "SMALL_IMAGE_SIZE", "STRENGTHS", "VERDICTS",
     "VERDICT_COLORS", "VIEW_AUGMENTATIONS",
     "AugmentationReport", "Diagnosis", "DoseCurve", "DoseResponse", "FeatureProbe", "ProbeBench", "Progress", "Thresholds",
     "ablation_configs", "ablation_policy", "attach_ablation", "check_sample", "content_mask", "curve_from_reports", "diagnose",

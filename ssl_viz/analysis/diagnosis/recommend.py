@@ -15,6 +15,17 @@ pad, cut or rearrange the image (black corners, seams, holes), SimCLR's study of
 them weaker than crop and colour, and on Fashion-MNIST (2 epochs of SimCLR, 2 CPU cores) adding them
 and blur at their safe strengths cost 2 points of kNN accuracy. Blur goes in only for images of 64
 pixels or more (SimCLR leaves it out for CIFAR-10's 32-pixel images).
+
+The probe bounds each strength from above only (how much the label survives); Tian et al. also find a
+lower bound, a sweet spot beyond which views share too little and the encoder learns less. For small images
+whose label the crop can destroy (its curve turns harmful somewhere in the measured range: the label lives in
+the object's shape, extent, place or orientation) that bound is measured, not probed: on images of at most
+:data:`SMALL_IMAGE_SIZE` pixels such a crop keeps at least :data:`SMALL_IMAGE_CROP_FLOOR` of the area
+(``simclr-small``'s 65 %). Measured in 120 s SimCLR runs on 2 CPU cores (bench/RESULTS.md, "Diagnosis verified by
+training"): on Fashion-MNIST crops down to 20 % of the area cost 2.6 points of kNN against 65 %; crops to 36 % that
+the probe called safe for shapes by orientation reached 0.277 where 65 % reached 0.411. Where no crop is harmful
+(stationary textures, whose identity survives any crop) the full safe range stays: flooring textures by source
+at 65 % cost 2 points.
 """
 
 from __future__ import annotations
@@ -32,6 +43,8 @@ RECOMMENDED_P = {"color_jitter": 0.8, "grayscale": 0.2, "flip": 0.5, "rotate90":
 # the augmentations a recommended policy is built from by default (the others only when named in ``extras``)
 VIEW_AUGMENTATIONS = ("crop", "flip", "rotate90", "color_jitter", "grayscale", "blur", "solarize")
 MIN_BLUR_SIZE = 64              # blur is recommended for images at least this many pixels on a side
+SMALL_IMAGE_SIZE = 32           # images at most this many pixels on a side are "small" (CIFAR, Fashion-MNIST, digits)
+SMALL_IMAGE_CROP_FLOOR = POLICIES["simclr-small"].crop_scale[0]   # smallest crop area recommended for small images
 
 
 def _r(value: float) -> float:
@@ -54,11 +67,13 @@ def recommend_policy(curves: Sequence, thresholds: Thresholds = Thresholds(), ba
             ``thresholds.min_change`` even at the strongest dose) are left out.
         base: the policy to start from (default: the identity ``none``); augmentations without a curve keep its values.
         extras: augmentations outside :data:`VIEW_AUGMENTATIONS` to include as well (``rotation``, ``jigsaw``, ``cutout``).
-        image_size: the images' smaller side in pixels; blur is included only from :data:`MIN_BLUR_SIZE` (None: left out).
+        image_size: the images' smaller side in pixels; blur is included only from :data:`MIN_BLUR_SIZE` (None: left out),
+            and up to :data:`SMALL_IMAGE_SIZE` a crop that is harmful at some strength keeps at least
+            :data:`SMALL_IMAGE_CROP_FLOOR` of the area (None: no floor).
 
     Returns an :class:`~ssl_viz.config.AugmentConfig`; write it as a spec with
     :func:`~ssl_viz.augment.policy_to_spec`. Magnitudes: crop ``(area at safe_up_to, 1)``, free
-    rotation up to the safe angle, jitter strength = safe strength, blur sigma ``(0.1, safe sigma)``,
+    rotation up to the safe angle (crop area floored for small images, see above), jitter strength = safe strength, blur sigma ``(0.1, safe sigma)``,
     solarize threshold of the safe strength, jigsaw grid, cutout area ``(0.02, safe area)``.
     Probability-type ones (flip, grayscale, rotate90) only when safe at probability 1. Values are
     rounded to 3 decimals.
@@ -67,6 +82,7 @@ def recommend_policy(curves: Sequence, thresholds: Thresholds = Thresholds(), ba
     if image_size is None or image_size < MIN_BLUR_SIZE:
         wanted.discard("blur")
     cfg = base or POLICIES["none"]
+    small = image_size is not None and image_size <= SMALL_IMAGE_SIZE
     for c in curves:
         s = c.safe_up_to
         if c.name not in wanted or s is None or max(c.image_change) < thresholds.min_change:
@@ -77,8 +93,9 @@ def recommend_policy(curves: Sequence, thresholds: Thresholds = Thresholds(), ba
                 cfg = replace(cfg, **{"grayscale": {"grayscale_p": p}, "flip": {"flip_p": p}, "rotate90": {"rotate90_p": p}}[c.name])
             continue
         one = dose_transform(c.name, s)
+        crop_floor = SMALL_IMAGE_CROP_FLOOR if small and c.harmful_from is not None else 0.0
         changes = {
-            "crop": dict(crop_scale=(_r(one.crop_scale[0]), 1.0)),
+            "crop": dict(crop_scale=(_r(max(one.crop_scale[0], crop_floor)), 1.0)),
             "rotation": dict(rotation_degrees=_r(one.rotation_degrees)),
             "color_jitter": dict(jitter_p=p, jitter_strength=_r(one.jitter_strength)),
             "blur": dict(blur_p=p, blur_sigma=(min(0.1, _r(one.blur_sigma[1])), _r(one.blur_sigma[1]))),
