@@ -48,6 +48,7 @@ DEFAULT_MAX_MB = 32768
 IMAGES, LABELS, NAMES, META = "images.u8", "labels.npy", "names.npy", "meta.json"
 TMP_PREFIX = ".build-"
 ORPHAN_AGE_S = 60.0
+MAX_OPENED = 8  # stores kept mapped per process for reuse
 CHUNK_BYTES = 64 << 20  # rows moved per read in the split-order pass
 
 Progress = Callable[[float, str], None]
@@ -133,12 +134,28 @@ def folder_bytes(path: Path) -> int:
     return total
 
 
+_opened: dict[Path, tuple[tuple, ImageStore]] = {}  # one mapping per store and process: every view shares it
+
+
+def _identity(path: Path) -> tuple:
+    a, b = os.stat(path / IMAGES), os.stat(path / META)
+    return a.st_ino, a.st_size, a.st_mtime_ns, b.st_ino
+
+
 def open_store(key: str, root: Path | None = None) -> ImageStore | None:
     """The complete store ``key``, or None when there is none (or it is damaged: then it is removed).
 
-    Opening reads the small index files and maps ``images.u8``; no pixel is read.
+    Opening reads the small index files and maps ``images.u8``; no pixel is read. Within a process the store
+    is mapped once (while its files are unchanged), so train, test and all are views of one mapping.
     """
     path = stores_dir(root) / key
+    with contextlib.suppress(OSError):
+        ident = _identity(path)
+        if path in _opened and _opened[path][0] == ident:
+            with contextlib.suppress(OSError):
+                os.utime(path / META)
+            return _opened[path][1]
+    _opened.pop(path, None)
     try:
         with open(path / META, encoding="utf-8") as fh:
             meta = json.load(fh)
@@ -158,9 +175,13 @@ def open_store(key: str, root: Path | None = None) -> ImageStore | None:
     except (OSError, ValueError, KeyError, TypeError):  # damaged (a disk error, a hand edit): rebuilt by the caller
         _remove(path)
         return None
+    opened = ImageStore(path=path, images=images, labels=labels, names=names, meta=meta)
     with contextlib.suppress(OSError):
         os.utime(path / META)  # recently used: pruned last
-    return ImageStore(path=path, images=images, labels=labels, names=names, meta=meta)
+        _opened[path] = (_identity(path), opened)
+        while len(_opened) > MAX_OPENED:  # forget the oldest (its datasets keep their own mapping alive)
+            _opened.pop(next(iter(_opened)))
+    return opened
 
 
 def build_store(
