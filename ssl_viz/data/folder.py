@@ -315,9 +315,7 @@ def prepare(
     workers = workers or min(8, os.cpu_count() or 1)
     rep = FolderReport(path=os.fsdecode(path), split="all")
     try:
-        rep.layout, class_names, files, labels, left_out = scan(root)
-        stats = [(_relative(f, root), *_size_mtime(f)) for f in files]
-        stats += [(_relative(f, root), *_size_mtime(f)) for f, _ in left_out]
+        stats = listing(root)
     except OSError as err:
         raise DatasetError(f"folder: cannot list {display_name(root)}: {err}") from err
     source = {"folder": os.path.realpath(root), "size": size, "test_fraction": float(test_fraction), "seed": int(seed),
@@ -325,6 +323,10 @@ def prepare(
     key = store_key(source, fingerprint(stats))
     found = store.open_store(key)
     if found is None:
+        try:
+            rep.layout, class_names, files, labels, left_out = scan(root)
+        except OSError as err:
+            raise DatasetError(f"folder: cannot list {display_name(root)}: {err}") from err
         found = _build(key, source, root, rep, class_names, files, labels, left_out, size, test_fraction, seed,
                        max_images, max_pixels, workers, progress)
     meta = found.meta
@@ -374,9 +376,26 @@ def _build(key, source, root, rep, class_names, files, labels, left_out, size, t
         raise DatasetError(f"folder: no readable images in {display_name(root)}{first}") from None
 
 
-def _size_mtime(path: Path) -> tuple[int, int]:
-    st = path.stat()
-    return int(st.st_size), int(st.st_mtime_ns)
+def listing(root: Path) -> list[tuple[str, int, int]]:
+    """``(path relative to root, size, mtime_ns)`` of every non-hidden file below ``root``, sorted: what the
+    folder's fingerprint is made of. One ``scandir`` walk and one ``stat`` per file (a symlinked folder is
+    followed at the top, as :func:`scan` takes it for a class, and not below)."""
+    out: list[tuple[str, int, int]] = []
+
+    def walk(folder: str, prefix: str, follow: bool) -> None:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if _is_hidden(entry.name):
+                    continue
+                if entry.is_dir(follow_symlinks=follow):
+                    walk(entry.path, prefix + entry.name + "/", False)
+                elif entry.is_file():
+                    st = entry.stat()
+                    out.append((display_name(prefix + entry.name), st.st_size, st.st_mtime_ns))
+
+    walk(os.fspath(root), "", True)
+    out.sort()
+    return out
 
 
 def _try(func, *args):
