@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from ssl_viz.data import DatasetError
-from ssl_viz.ui.loaders import get_dataset, get_model
+from ssl_viz.data import DatasetError, display_title
+from ssl_viz.ui.loaders import get_dataset, get_model, view_split
 from ssl_viz.ui.workspace import available_models, current_workspace
 
 st.title("ssl-viz · what contrastive learning does to images")
@@ -35,8 +35,8 @@ with left:
 with right:
     st.subheader("Dataset")
     try:
-        ds = get_dataset(ws.dataset, "test", ws.label)
-        st.markdown(f"**{ws.dataset}** — {len(ds)} test images, {ds.image_size[0]}×{ds.image_size[1]} px, "
+        ds = get_dataset(ws.dataset, view_split(ws.dataset), ws.label)
+        st.markdown(f"**{display_title(ws.dataset)}** — {len(ds)} {'' if ds.split == 'all' else 'test '}images, {ds.image_size[0]}×{ds.image_size[1]} px, "
                     f"{ds.channels} channel(s), {ds.num_classes} classes" + (f"; factors: {', '.join(ds.factors)}" if ds.factors else ""))
     except DatasetError as exc:
         st.error(str(exc))

@@ -7,12 +7,12 @@ import torch
 from ssl_viz.analysis.images import to_hwc_uint8, upscale
 from ssl_viz.analysis.retrieval import Retriever, bank_position, per_class_precision, precision_at_k, worst_queries
 from ssl_viz.ui.data_views import sample_size_picker
-from ssl_viz.ui.loaders import get_embeddings, workspace_or_stop
+from ssl_viz.ui.loaders import get_embeddings, view_split, workspace_or_stop
 from ssl_viz.ui.plots import precision_bars
 from ssl_viz.ui.uploads import uploaded_query_or_stop
 
 st.title("Retrieval")
-st.markdown("Rank a bank of test images by cosine similarity to a query's embedding. A good representation puts images of "
+st.markdown("Rank a bank of images (the test split; every image of your own folder) by cosine similarity to a query's embedding. A good representation puts images of "
             "the same kind first even though no label was used in training; **precision@K** counts how many of the $K$ "
             "nearest neighbours share the query's label, and the worst queries show where the invariances learned were wrong.")
 st.latex(r"\mathrm{P@K}(q) = \frac{1}{K} \sum_{j \in \mathrm{NN}_K(q)} [\,y_j = y_q\,],"
@@ -25,7 +25,7 @@ n = sample_size_picker(c1, "Bank size", len(ds), key="ret_n")
 k = c2.slider("K", 1, 50, 10, key="ret_k")
 mode = c3.radio("Query", ["dataset image", "upload"], horizontal=True, key="ret_mode")
 try:
-    bank, idx = get_embeddings(ws.model, ws.dataset, "test", ws.representation, n, ws.encoder)
+    bank, idx = get_embeddings(ws.model, ws.dataset, view_split(ws.dataset), ws.representation, n, ws.encoder)
 except Exception as exc:
     st.error(f"Cannot embed {ws.dataset} with this model: {exc}")
     st.stop()
@@ -35,7 +35,7 @@ name = lambda y: ds.class_names[y] if 0 <= y < ds.num_classes else "unlabelled" 
 big = lambda img, s=96: upscale(to_hwc_uint8(img), s)  # noqa: E731
 
 if mode == "dataset image":
-    qi = int(st.number_input(f"Query: test image index (0-{len(ds) - 1})", 0, len(ds) - 1, int(idx[0]), key="ret_query"))
+    qi = int(st.number_input(f"Query: image index (0-{len(ds) - 1})", 0, len(ds) - 1, int(idx[0]), key="ret_query"))
     pos = bank_position(idx, qi)
     in_bank, image, q_label = pos is not None, ds.images[qi:qi + 1], int(ds.labels[qi])
 else:

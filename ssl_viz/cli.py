@@ -93,9 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--allow-partial", action="store_true",
                        help="load a checkpoint file that lacks some of the encoder's tensors (they stay random)")
         if name == "embed":
-            p.add_argument("--split", default="test", choices=["train", "test"])
-            p.add_argument("--out", type=Path, required=True)
+            p.add_argument("--split", default=None, choices=["train", "test", "all"],
+                           help="which images (default: all for folder:PATH, test for the built-in sets)")
+            p.add_argument("--out", type=Path, required=True,
+                           help=".npz of embeddings, labels and (folders) file names; skipped files go to OUT.skipped.tsv")
         else:
+            p.add_argument("--split", default="test", choices=["test", "all"],
+                           help="images of alignment and uniformity: the test split, or all (train + test); "
+                                "kNN and linear accuracy are always train -> test (held out)")
             p.add_argument("--max-train", type=int, default=None, help="use at most this many training images as the kNN bank")
             p.add_argument("--k", type=int, default=KNN_K)
             p.add_argument("--knn-temperature", type=float, default=KNN_TEMPERATURE)
@@ -198,6 +203,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = config_from_args(args, config_from_file(args.config) if args.config else None)
         validate_config(cfg)
+        if cfg.dataset.startswith("folder:") and not args.quiet:
+            from ssl_viz.data import load_dataset
+
+            load_dataset(cfg.dataset, "train", progress=progress_line())  # the store's first build, with a progress line
         run_dir = args.out or Path("runs") / run_name(cfg)
         if (Path(run_dir) / CHECKPOINT).exists():
             raise CliError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
@@ -241,6 +250,42 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise CliError(f"--max-train must be at least 1 (training images in the kNN bank), got {args.max_train}")
 
 
+def progress_line(stream=None):
+    """A ``progress(fraction, text)`` for image-store builds: one line redrawn on a terminal, silent otherwise."""
+    stream = stream or sys.stderr
+    if not stream.isatty():
+        return None
+
+    def show(fraction: float, text: str) -> None:
+        stream.write(f"\r\033[Kimage store: {text} ({fraction:.0%})")
+        if fraction >= 1.0 and text.startswith("ordering"):
+            stream.write("\n")
+        stream.flush()
+
+    return show
+
+
+def _folder_report(dataset: str, split: str, out: Path | None = None, first: int = 5) -> None:
+    """For a folder dataset with skipped files: their count and the first few on stderr, and with ``out`` the
+    full list (``file<TAB>reason`` per line) in ``OUT.skipped.tsv``."""
+    if not dataset.startswith("folder:"):
+        return
+    from ssl_viz.data.folder import report
+    from ssl_viz.fileio import atomic_write_text
+
+    rep = report(dataset[len("folder:"):], split)
+    if rep is None or not rep.skipped:
+        return
+    shown = "; ".join(f"{name}: {why}" for name, why in rep.skipped[:first])
+    more = f" (and {len(rep.skipped) - first} more)" if len(rep.skipped) > first else ""
+    where = ""
+    if out is not None:
+        listing = Path(f"{out}.skipped.tsv")
+        atomic_write_text(listing, "file\treason\n" + rep.skipped_text())
+        where = f"; the full list is in {listing}"
+    print(f"skipped {len(rep.skipped)} files: {shown}{more}{where}", file=sys.stderr)
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     import torch
 
@@ -251,7 +296,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     _check_numbers(args)
     model = _load(args)
-    ds = load_dataset(args.dataset, args.split, label=args.label)
+    args.split = args.split or ("all" if args.dataset.startswith("folder:") else "test")
+    ds = load_dataset(args.dataset, args.split, label=args.label, progress=progress_line())
     device = pick_device(args.device)
     fn = model.embed_fn(args.representation)
     model.encoder.to(device)
@@ -261,12 +307,17 @@ def cmd_embed(args: argparse.Namespace) -> int:
         emb = embed_dataset(fn, ds.images, device=device)
     check_embeddings(emb, f"{model.name}'s {args.representation} embeddings of {args.dataset} [{args.split}]")  # before any file
 
+    arrays = {"embeddings": emb.numpy(), "labels": ds.labels.numpy(), "split": np.asarray(args.split)}
+    if ds.names is not None:
+        arrays["names"] = np.asarray(ds.names, dtype=str)  # the file of each row, relative to the folder
+
     def write(tmp: str) -> None:
         with open(tmp, "wb") as fh:
-            np.savez(fh, embeddings=emb.numpy(), labels=ds.labels.numpy())
+            np.savez(fh, **arrays)
 
     atomic_write(args.out, write)  # never a half-written file
-    print(strict_json({"out": str(args.out), "embeddings": list(emb.shape)}))
+    _folder_report(args.dataset, args.split, args.out)
+    print(strict_json({"out": str(args.out), "split": args.split, "embeddings": list(emb.shape)}))
     return 0
 
 
@@ -276,11 +327,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     _check_numbers(args)
     model = _load(args)
-    train_ds = load_dataset(args.dataset, "train", label=args.label)
+    train_ds = load_dataset(args.dataset, "train", label=args.label, progress=progress_line())
     test_ds = load_dataset(args.dataset, "test", label=args.label)
+    _folder_report(args.dataset, "test")
     if args.max_train is not None:
         train_ds = train_ds.head(args.max_train)
-    result = evaluate_model(model, train_ds, test_ds, representation=args.representation, k=args.k, temperature=args.knn_temperature, device=args.device)
+    result = evaluate_model(model, train_ds, test_ds, representation=args.representation, k=args.k, temperature=args.knn_temperature,
+                            device=args.device, geometry=args.split)
     print(strict_json(result))
     return 0
 

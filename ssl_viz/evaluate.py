@@ -278,11 +278,14 @@ def recall_at_k(features: torch.Tensor, labels: torch.Tensor, k: int = 1) -> flo
 
 
 def evaluate_model(model, train_ds, test_ds, representation: str = "backbone", k: int = KNN_K, temperature: float = KNN_TEMPERATURE,
-                   device: str = "auto", augment: str = "simclr", linear: bool = True) -> dict:
+                   device: str = "auto", augment: str = "simclr", linear: bool = True, geometry: str = "test") -> dict:
     """The full protocol for a :class:`~ssl_viz.checkpoint.LoadedModel` on a labelled dataset.
 
-    Returns ``{"knn_top1", "linear_top1", "alignment", "uniformity", "n_train", "n_test"}``;
-    alignment is measured on two augmented views (``augment`` policy) of up to 1000 test images.
+    Returns ``{"knn_top1", "linear_top1", "alignment", "uniformity", "n_train", "n_test", "geometry"}``;
+    kNN and linear accuracy are always held out (train -> test). ``geometry`` says which images alignment and
+    uniformity describe: ``"test"`` (uniformity over the test embeddings, alignment on two augmented views
+    (``augment`` policy) of up to 1000 test images) or ``"all"`` (train + test: uniformity over every embedding,
+    alignment on up to 1000 images of each split).
 
     Raises :class:`EmbeddingError` when the model's embeddings are not finite or overflow float32
     (:func:`check_embeddings`), ValueError for ``k < 1`` or a temperature that is not positive.
@@ -298,13 +301,22 @@ def evaluate_model(model, train_ds, test_ds, representation: str = "backbone", k
     what = f"{model.name}'s {representation} embeddings of {getattr(train_ds, 'name', 'the dataset')}"
     train_f = check_embeddings(embed_dataset(fn, train_ds.images, device=dev), what + " [train]")
     test_f = check_embeddings(embed_dataset(fn, test_ds.images, device=dev), what + " [test]")
+    if geometry not in ("test", "all"):
+        raise ValueError(f"geometry must be 'test' or 'all', got {geometry!r}")
     views = MultiViewAugment(parse_policy(augment), n_views=2)
-    x = test_ds.float_images(slice(0, 1000)).to(dev)
+    x = test_ds.float_images(slice(0, 1000))
+    if geometry == "all":
+        x = torch.cat([train_ds.float_images(slice(0, 1000)), x])
+    x = x.to(dev)
     with torch.inference_mode():
         v1, v2 = views(x, generator=torch.Generator(device=dev if dev.type == "cuda" else "cpu").manual_seed(0))
         z1, z2 = (torch.cat([fn(v[i:i + 256]).float().cpu() for i in range(0, len(v), 256)]) for v in (v1, v2))
     check_embeddings(torch.cat([z1, z2]), what + " [augmented test views]")
-    result = {"n_train": len(train_ds), "n_test": len(test_ds), "alignment": alignment(z1, z2), "uniformity": uniformity(test_f)}
+    every = torch.cat([train_f, test_f]) if geometry == "all" else test_f
+    if geometry == "all" and len(every) > 5000:  # uniformity reads 5000 points: a seeded sample of both splits
+        every = every[torch.randperm(len(every), generator=torch.Generator().manual_seed(0))[:5000]]
+    spread = uniformity(every)
+    result = {"n_train": len(train_ds), "n_test": len(test_ds), "alignment": alignment(z1, z2), "uniformity": spread, "geometry": geometry}
     if train_ds.has_labels and test_ds.has_labels:
         result["knn_top1"] = knn_accuracy(train_f, train_ds.labels, test_f, test_ds.labels, k, temperature)
         if linear:

@@ -114,6 +114,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (this process counts; another user's process counts too)."""
+    return _pid_alive(pid)
+
+
 def _fsync_dir(folder: Path) -> None:
     """Make the rename itself durable (best effort; not every system can open a folder)."""
     with contextlib.suppress(OSError, AttributeError):

@@ -177,3 +177,53 @@ def test_sample_size_picker_offers_sizes_below_the_data():
     # with the train split too: "all" of train + test is offered last
     assert sample_size_picker(col, "Points", 10000, key="k", n_all=70000) == 2000
     assert col.seen[1][-2:] == [10000, 70000] and col.seen[4][-1] == "all 70,000"
+
+
+def _folder_of_images(root, n_per_class=15):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("cats", "dogs"):
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8)).save(root / c / f"{c}-{i}.png")
+    return root
+
+
+def test_a_folder_dataset_shows_every_image_under_its_own_name(app_env, tmp_path, monkeypatch):
+    """Pages show all 30 images of a folder (not its 6 test images) and name it by the folder, or by the zip's
+    name for an upload, never by a server path."""
+    import io
+    import zipfile
+
+    from ssl_viz.safety import extract_zip
+    from ssl_viz.ui.diagnosis import dataset_title
+    from ssl_viz.ui.sidebar import _name_upload
+
+    folder = _folder_of_images(tmp_path / "my-pets")
+    monkeypatch.setenv("SSL_VIZ_UPLOADS", str(tmp_path / "uploads"))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for path in sorted(folder.rglob("*.png")):
+            zf.write(path, path.relative_to(folder).as_posix())
+    unpacked = extract_zip(buf.getvalue(), tmp_path / "uploads" / "datasets")
+    _name_upload(unpacked, "holiday.zip")
+    for dataset, title in ((f"folder:{folder}", "my-pets"), (f"folder:{unpacked}", "holiday.zip")):
+        pages = {}
+        for page in ("home", "embeddings", "retrieval"):
+            at = AppTest.from_file(f"../pages/{page}.py", default_timeout=120)
+            at.session_state["ws_dataset"] = dataset
+            at.session_state["emb_method"] = "PCA"
+            at.run()
+            assert not at.exception, [e.value for e in at.exception]
+            pages[page] = at
+        text = " ".join(m.value for m in pages["home"].markdown)
+        assert f"**{title}** — 30 images" in text and str(tmp_path) not in text
+        downloads = [b.proto.label for b in pages["embeddings"].get("download_button")]
+        assert any("the 30 embeddings" in label for label in downloads), downloads
+        assert pages["retrieval"].number_input(key="ret_query").proto.label == "Query: image index (0-29)"
+        assert str(tmp_path) not in dataset_title(dataset) and title in dataset_title(dataset)
+    neg = AppTest.from_file("../pages/negatives.py", default_timeout=120)
+    neg.session_state["ws_dataset"] = f"folder:{folder}"
+    neg.run()
+    assert not neg.exception and any("Held-out figures here use the test split of my-pets (6 of 30" in c.value for c in neg.caption)

@@ -110,7 +110,9 @@ def test_dataset_titles_name_what_the_user_chose(monkeypatch, tmp_path):
     assert dataset_title("fashion-mnist") == "fashion-mnist"
     assert dataset_title("shapes", "color") == "shapes by color"
     assert dataset_title(f"folder:{tmp_path}/cats", "class") == "folder cats by class"
-    assert dataset_title(f"folder:{zipped}") == "your uploaded images"
+    assert dataset_title(f"folder:{zipped}") == "your uploaded images"  # an upload from before its name was recorded
+    (zipped / ".zip-name").write_text("pets.zip")
+    assert dataset_title(f"folder:{zipped}", "class") == "zip pets.zip by class"
 
 
 def test_train_with_this_policy_sets_the_train_page_knobs(app_env):

@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
+
+import numpy as np
+import torch
 
 from ssl_viz.data.base import DatasetError, ImageDataset, split_indices
 
@@ -26,7 +30,9 @@ DATASETS: dict[str, tuple[str, str]] = {
     "folder": ("ssl_viz.data.folder", "your images: folder:PATH in ImageFolder layout"),
 }
 
-__all__ = ["DATASETS", "DatasetError", "ImageDataset", "dataset_names", "load_dataset", "split_indices"]
+SPLITS = ("train", "test", "all")
+
+__all__ = ["DATASETS", "SPLITS", "DatasetError", "ImageDataset", "dataset_names", "display_title", "load_dataset", "split_indices"]
 
 
 def dataset_names() -> list[str]:
@@ -48,6 +54,9 @@ def _resolve(name: str) -> tuple[str, dict]:
 @functools.lru_cache(maxsize=16)
 def _load_cached(name: str, split: str, options: tuple) -> ImageDataset:
     key, extra = _resolve(name)
+    if split == "all" and key != "folder":  # a built-in set: train then test (once, if both are the same images)
+        train, test = _load_cached(name, "train", options), _load_cached(name, "test", options)
+        return _concat(train, test)
     module = importlib.import_module(DATASETS[key][0])
     try:
         return module.load(split=split, **extra, **dict(options))
@@ -55,17 +64,60 @@ def _load_cached(name: str, split: str, options: tuple) -> ImageDataset:
         raise DatasetError(f"{name}: bad option ({exc})") from exc
 
 
-def load_dataset(name: str, split: str = "train", label: str | None = None, **options) -> ImageDataset:
-    """Load dataset ``name``'s ``split`` ("train" or "test"), cached per process.
+def _concat(train: ImageDataset, test: ImageDataset) -> ImageDataset:
+    """``split="all"`` of a small in-memory set: its train images, then its test images (a copy)."""
+    if train.images.shape == test.images.shape and torch.equal(train.images, test.images):
+        return ImageDataset(**{**train.__dict__, "split": "all"})
+    return ImageDataset(name=train.name, split="all", images=torch.cat([train.images, test.images]),
+                        labels=torch.cat([train.labels, test.labels]), class_names=train.class_names,
+                        factors={k: np.concatenate([v, test.factors[k]]) for k, v in train.factors.items()},
+                        factor_names=train.factor_names, label_factor=train.label_factor)
+
+
+def display_title(name: str) -> str:
+    """How a dataset is named to people: a registry name as is; ``folder:PATH`` by its folder's name, or for an
+    uploaded zip by the zip's file name (recorded when it was unpacked), never a server path."""
+    if not name.startswith("folder:"):
+        return name
+    path = name[len("folder:"):].rstrip("/" + os.sep) or name
+    for folder in (path, os.path.dirname(path)):
+        try:
+            with open(os.path.join(folder, ZIP_NAME_FILE), encoding="utf-8") as fh:
+                title = fh.read().strip()
+            if title:
+                return title
+        except (OSError, ValueError):
+            continue
+    return os.path.basename(path) or path
+
+
+ZIP_NAME_FILE = ".zip-name"  # written beside an unpacked upload (hidden: never scanned as an image)
+
+
+def load_dataset(name: str, split: str = "train", label: str | None = None, progress=None, **options) -> ImageDataset:
+    """Load dataset ``name``'s ``split``, cached per process.
 
     Args:
         name: a registry name or ``folder:PATH``.
-        split: "train" or "test" (deterministic, seeded).
+        split: "train", "test" (deterministic, seeded) or "all" (train then test; for a folder, a view of the
+            one memory-mapped store, for a built-in set a copy).
         label: relabel by this factor (datasets with factors only).
+        progress: for a folder whose image store must be built first, ``progress(fraction, text)`` as it is
+            built (not part of the cache key).
         options: dataset-specific keyword options (e.g. ``n=2000`` for procedural sets).
+
+    Raises:
+        DatasetError: unknown name, bad split or option, or the dataset cannot be read.
     """
-    if split not in ("train", "test"):
-        raise DatasetError(f"split must be 'train' or 'test', got {split!r}")
+    if split not in SPLITS:
+        raise DatasetError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    if progress is not None and name.startswith("folder:"):
+        key, extra = _resolve(name)
+        module = importlib.import_module(DATASETS[key][0])
+        try:
+            module.prepare(**extra, progress=progress, **options)  # builds the store once; the load below opens it
+        except TypeError as exc:
+            raise DatasetError(f"{name}: bad option ({exc})") from exc
     ds = _load_cached(name, split, tuple(sorted(options.items())))
     if label and label != ds.label_factor:
         ds = ds.relabel(label)

@@ -2,7 +2,11 @@
 
 All built-in datasets are small enough to live in memory as a uint8 tensor,
 which makes batching a matter of indexing and lets augmentation run on whole
-batches on the training device (see ``ssl_viz.augment``).
+batches on the training device (see ``ssl_viz.augment``). A folder of your own
+images is a tensor over a memory-mapped file (:mod:`ssl_viz.data.store`): the
+same interface, but indexing a batch reads only that batch from disk, so code
+that takes a dataset must never copy all of ``images`` (no ``.contiguous()``,
+``.clone()``, ``torch.cat`` or a :meth:`ImageDataset.subset` of every row).
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ class ImageDataset:
 
     Attributes:
         name: registry name, e.g. ``"digits"`` or ``"folder:/data/cats"``.
-        split: ``"train"`` or ``"test"``.
-        images: uint8 tensor ``[N, C, H, W]`` with C in {1, 3}.
+        split: ``"train"``, ``"test"`` or ``"all"`` (both).
+        images: uint8 tensor ``[N, C, H, W]`` with C in {1, 3} (for a folder: a view of a memory map).
         labels: int64 tensor ``[N]``; ``-1`` where an image has no label.
         class_names: ``class_names[labels[i]]`` names image i's class.
         factors: optional generative factors, each an int array ``[N]``
@@ -32,6 +36,7 @@ class ImageDataset:
             names in ``factor_names``.
         factor_names: value names per factor, ``factor_names[f][factors[f][i]]``.
         label_factor: which factor the labels come from, if any.
+        names: optional str array ``[N]``, each image's file name (relative to its folder), for folder datasets.
     """
 
     name: str
@@ -42,6 +47,7 @@ class ImageDataset:
     factors: dict[str, np.ndarray] = field(default_factory=dict)
     factor_names: dict[str, list[str]] = field(default_factory=dict)
     label_factor: str | None = None
+    names: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -53,6 +59,8 @@ class ImageDataset:
         for key, values in self.factors.items():
             if len(values) != len(self.images):
                 raise DatasetError(f"{self.name}: factor {key!r} has {len(values)} values for {len(self.images)} images")
+        if self.names is not None and len(self.names) != len(self.images):
+            raise DatasetError(f"{self.name}: {len(self.names)} names for {len(self.images)} images")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -79,7 +87,7 @@ class ImageDataset:
         return images.float().div_(255.0)
 
     def subset(self, index: np.ndarray | torch.Tensor | list[int]) -> ImageDataset:
-        """A new dataset holding only ``index`` (order kept)."""
+        """A new dataset holding only ``index`` (order kept); its images are a copy of those rows (``[len(index), C, H, W]``)."""
         idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
         return ImageDataset(
             name=self.name,
@@ -90,6 +98,7 @@ class ImageDataset:
             factors={k: v[idx.numpy()] for k, v in self.factors.items()},
             factor_names=self.factor_names,
             label_factor=self.label_factor,
+            names=None if self.names is None else self.names[idx.numpy()],
         )
 
     def relabel(self, factor: str) -> ImageDataset:
@@ -108,6 +117,7 @@ class ImageDataset:
             factors=self.factors,
             factor_names=self.factor_names,
             label_factor=factor,
+            names=self.names,
         )
 
     def head(self, n: int, seed: int = 0) -> ImageDataset:

@@ -13,17 +13,25 @@ Every image is read by :func:`ssl_viz.data.decode.decode_image`, the decoding pa
 or to L when *every* image in the folder is grayscale, resized so its short side is ``size`` and
 centre-cropped to ``size`` x ``size``.
 
+The first load of a folder decodes every image once (threads, a progress callback) into an image store
+under the cache folder (:mod:`ssl_viz.data.store`: a memory-mapped uint8 array and its index), keyed by the
+folder's fingerprint (paths, sizes, modification times) and the load options; later loads open it without
+decoding, and a changed folder is rebuilt. There is no cap on the number of images (``max_images``, if given,
+takes a seeded subset): the pixels stay on disk and a batch reads only its rows.
+
 What is skipped, and why, is reported, never silently dropped: files with a
 non-image extension, files PIL cannot open or decode (corrupt, truncated),
-images over ``max_pixels`` (decompression-bomb guard), and images over the
-``max_images`` cap. Hidden files and folders (name starting with ``.``) are
-ignored. The report of each load is a :class:`FolderReport`, available as
-``ssl_viz.data.folder.last_report`` (the latest load in this process) and
-``ssl_viz.data.folder.report(path, split)``; a summary is also logged.
+images over ``max_pixels`` (decompression-bomb guard). Every file is decoded
+before the split is drawn, so the report lists every skipped file whatever the
+split, and a corrupt file never takes a valid image's place. Hidden files and
+folders (name starting with ``.``) are ignored. The report of each load is a
+:class:`FolderReport`, available as ``ssl_viz.data.folder.last_report`` (the
+latest load in this process) and ``ssl_viz.data.folder.report(path, split)``;
+a summary is also logged.
 
-Train/test: a deterministic split per class (``test_fraction`` of each class,
+Train/test: a deterministic split per class of the images that decoded (``test_fraction`` of each class,
 at least one image when the class has two or more), seeded by ``seed`` and the
-class name, so adding a class does not reshuffle the others.
+class name, so adding a class does not reshuffle the others. ``split="all"`` is both.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import logging
 import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +48,12 @@ import torch
 from PIL import Image
 
 from ssl_viz.data.base import DatasetError, ImageDataset
+from ssl_viz.data import store
 from ssl_viz.data.decode import GRAY_MODES, MAX_PIXELS, ImageDecodeError, decode_image, open_image
+from ssl_viz.data.store import ImageStore, Progress, StoreError, fingerprint, store_key
 
 log = logging.getLogger(__name__)
 
-MAX_BYTES = 1 << 30  # the loaded uint8 tensor stays under 1 GiB: max_images shrinks for large `size`
 # Malformed files make PIL raise almost anything (struct.error, IndexError, ...): a bad file is skipped, never fatal.
 _READ_ERRORS = (Exception,)
 
@@ -62,12 +71,13 @@ class FolderReport:
     """What one :func:`load` found, loaded and skipped.
 
     Attributes:
-        path: the folder as given; split: "train" or "test"; layout: "imagefolder" or "flat".
+        path: the folder as given; split: "train", "test" or "all"; layout: "imagefolder" or "flat".
         mode: "RGB" or "L"; found: image files considered (after the cap), both splits together.
         loaded: images in this split's dataset.
-        skipped: ``(file relative to path, reason)`` for every file left out: by name, place or
-            unreadable header (both splits), or failing to decode (this split's files only).
-        capped: image files dropped by ``max_images`` (or the memory cap).
+        skipped: ``(file relative to path, reason)`` for every file left out (the same list for every split):
+            by name or place, an unreadable header, or failing to decode.
+        capped: image files dropped by ``max_images``.
+        store: the image store's folder; disk_bytes: what it takes on disk.
     """
 
     path: str
@@ -78,11 +88,18 @@ class FolderReport:
     loaded: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     capped: int = 0
+    store: str = ""
+    disk_bytes: int = 0
 
     def summary(self) -> str:
         """One line for logs and the UI."""
         text = f"{self.path} [{self.split}]: {self.loaded} images loaded ({self.layout}, {self.mode}), {len(self.skipped)} skipped"
         return text + (f", {self.capped} over the cap" if self.capped else "")
+
+    def skipped_text(self, first: int | None = None) -> str:
+        """The skipped files as lines ``file<TAB>reason`` (all of them, or the ``first`` few)."""
+        rows = self.skipped if first is None else self.skipped[:first]
+        return "".join(f"{name}\t{why}\n" for name, why in rows)
 
 
 last_report: FolderReport | None = None
@@ -228,97 +245,157 @@ def load(
     size: int = 64,
     test_fraction: float = 0.2,
     seed: int = 0,
-    max_images: int = 20000,
+    max_images: int | None = None,
     max_pixels: int = MAX_PIXELS,
     workers: int | None = None,
+    progress: Progress | None = None,
 ) -> ImageDataset:
-    """Images under ``path`` as uint8 ``[N, C, size, size]`` (C = 3, or 1 if all are grayscale).
+    """Images under ``path`` as uint8 ``[N, C, size, size]`` (C = 3, or 1 if all are grayscale), read from the
+    folder's image store (:func:`prepare`: built on the first load, opened in well under a second later).
 
     Args:
-        split: "train" or "test" (see the module docstring for the split rule).
+        split: "train", "test" or "all" (both; see the module docstring for the split rule). The three are
+            views of the one memory-mapped store: nothing is copied, a batch reads only its rows.
         path: the folder (ImageFolder layout or flat).
         size: output side in pixels (short side resized, then centre crop).
         test_fraction: share of each class that goes to test.
         seed: seeds the split and the ``max_images`` subset.
         max_images: at most this many image files are considered (a seeded random subset beyond it);
-            it is further lowered so the tensor of all images stays under 1 GiB.
+            None (the default): every image.
         max_pixels: larger images are skipped (decompression-bomb guard).
-        workers: decoding threads (default: up to 8, one per CPU).
+        workers: decoding threads of a build (default: one per CPU, at most 8).
+        progress: ``progress(fraction, text)`` while a store is built (the CLI prints a line, the app draws a bar).
 
     Raises:
-        DatasetError: missing path, not a directory, or no readable image in this split.
+        DatasetError: bad options, missing path, not a directory, no readable image in this split, or a store
+            that cannot be written (the reason, e.g. no space left, in one sentence).
     """
-    if split not in ("train", "test"):
-        raise DatasetError(f"split must be 'train' or 'test', got {split!r}")
+    if split not in ("train", "test", "all"):
+        raise DatasetError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    image_store, rep = prepare(path, size, test_fraction, seed, max_images, max_pixels, workers, progress)
+    rows = image_store.rows(split)
+    rep = replace(rep, split=split, loaded=rows.stop - rows.start)
+    _publish(rep)
+    if rep.loaded == 0:
+        hint = "; only one readable image, which goes to train" if split == "test" and len(image_store.labels) == 1 else ""
+        raise DatasetError(f"folder: no readable images in {display_name(rep.path)} for split {split!r}{hint}")
+    return ImageDataset(
+        name=f"folder:{os.fsdecode(path)}",
+        split=split,
+        images=torch.from_numpy(image_store.images[rows]),  # a view of the memory map: zero-copy
+        labels=torch.from_numpy(image_store.labels[rows]),
+        class_names=list(image_store.meta["class_names"]),
+        names=image_store.names[rows],
+    )
+
+
+def prepare(
+    path: str | os.PathLike | None,
+    size: int = 64,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    max_images: int | None = None,
+    max_pixels: int = MAX_PIXELS,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> tuple[ImageStore, FolderReport]:
+    """The image store of ``path`` under these options, built if missing or if the folder changed (any file's
+    path, size or modification time), and the load report (``split="all"``, ``loaded`` = every image).
+
+    Reopening an unchanged folder lists and stats its files and maps the store (no image is read). Raises
+    :class:`DatasetError` as :func:`load` does.
+    """
     if not 8 <= int(size) <= 1024:
         raise DatasetError(f"folder: size must be between 8 and 1024, got {size}")
     if not 0.0 < test_fraction < 1.0:
         raise DatasetError(f"folder: test_fraction must be in (0, 1), got {test_fraction}")
+    if max_images is not None and int(max_images) < 1:
+        raise DatasetError(f"folder: max_images must be at least 1, got {max_images}")
     root, size = _check_root(path), int(size)
     workers = workers or min(8, os.cpu_count() or 1)
-    rep = FolderReport(path=os.fsdecode(path), split=split)
-    files, labels, class_names = _candidates(root, rep, size, seed, max_images, max_pixels, workers)
-    train_idx, test_idx = split_files(labels, test_fraction, seed, class_names)
-    chosen = train_idx if split == "train" else test_idx
-    images, ok = _decode_all([files[i] for i in chosen], root, rep, size, workers)
-    _publish(rep)
-    if not len(images):
-        hint = f"; skipped {len(rep.skipped)}, e.g. {rep.skipped[0][0]}: {rep.skipped[0][1]}" if rep.skipped else ""
-        if split == "test" and len(files) == 1:
-            hint = "; only one readable image, which goes to train"
-        raise DatasetError(f"folder: no readable images in {display_name(root)} for split {split!r}{hint}")
-    return ImageDataset(
-        name=f"folder:{os.fsdecode(path)}",
-        split=split,
-        images=torch.from_numpy(images),
-        labels=torch.from_numpy(labels[chosen[ok]]),
-        class_names=class_names,
-    )
-
-
-def _candidates(
-    root: Path, rep: FolderReport, size: int, seed: int, max_images: int, max_pixels: int, workers: int
-) -> tuple[list[Path], np.ndarray, list[str]]:
-    """Scan, cap and probe: the files whose header reads, their labels ``[n]`` and the class names.
-
-    Fills ``rep`` (layout, mode, found, capped, skipped). Both splits see the same candidates.
-    """
+    rep = FolderReport(path=os.fsdecode(path), split="all")
     try:
-        rep.layout, class_names, files, labels, left_out = scan(root)
+        stats = listing(root)
     except OSError as err:
         raise DatasetError(f"folder: cannot list {display_name(root)}: {err}") from err
-    rep.skipped += [(_relative(f, root), reason) for f, reason in left_out]
-    keep = _cap(len(files), max(1, min(int(max_images), MAX_BYTES // (3 * size * size))), seed)
-    rep.capped, rep.found = len(files) - len(keep), len(keep)
-    files, labels = [files[i] for i in keep], np.asarray(labels, dtype=np.int64)[keep]
-    modes = _map(lambda f: _try(probe, f, max_pixels), files, workers)
-    readable = [i for i, m in enumerate(modes) if not isinstance(m, Exception)]
-    rep.skipped += [(_relative(files[i], root), str(m)) for i, m in enumerate(modes) if isinstance(m, Exception)]
-    rep.mode = "L" if readable and all(modes[i] in GRAY_MODES for i in readable) else "RGB"
-    return [files[i] for i in readable], labels[readable], class_names
-
-
-def _decode_all(files: list[Path], root: Path, rep: FolderReport, size: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
-    """Decode ``files`` into uint8 ``[n_ok, C, size, size]``; returns it and the indices ``[n_ok]`` that decoded.
-
-    Decoded straight into one preallocated array (no list of copies); failures go to ``rep.skipped``.
-    """
-    out = np.empty((len(files), 1 if rep.mode == "L" else 3, size, size), dtype=np.uint8)
-
-    def one(k: int) -> str | None:
+    source = {"folder": os.path.realpath(root), "size": size, "test_fraction": float(test_fraction), "seed": int(seed),
+              "max_images": None if max_images is None else int(max_images), "max_pixels": int(max_pixels)}
+    key = store_key(source, fingerprint(stats))
+    found = store.open_store(key)
+    if found is None:
         try:
-            out[k] = decode(files[k], size, rep.mode)
-            return None
-        except ImageDecodeError as err:  # its message already says "cannot decode: ..." or why it was refused
-            return str(err)
-        except _READ_ERRORS as err:
-            return f"cannot decode: {type(err).__name__}: {err}"
+            rep.layout, class_names, files, labels, left_out = scan(root)
+        except OSError as err:
+            raise DatasetError(f"folder: cannot list {display_name(root)}: {err}") from err
+        found = _build(key, source, root, rep, class_names, files, labels, left_out, size, test_fraction, seed,
+                       max_images, max_pixels, workers, progress)
+    meta = found.meta
+    rep.layout, rep.mode, rep.found, rep.capped = meta["layout"], meta["mode"], int(meta["found"]), int(meta["capped"])
+    rep.skipped = [(name, why) for name, why in meta["skipped"]]
+    rep.loaded, rep.store, rep.disk_bytes = len(found.labels), str(found.path), found.disk_bytes
+    return found, rep
 
-    failures = _map(one, list(range(len(files))), workers)
-    rep.skipped += [(_relative(files[k], root), why) for k, why in enumerate(failures) if why]
-    ok = np.asarray([k for k, why in enumerate(failures) if not why], dtype=np.int64)
-    rep.loaded = len(ok)
-    return (out if len(ok) == len(files) else out[ok]), ok
+
+def _build(key, source, root, rep, class_names, files, labels, left_out, size, test_fraction, seed, max_images,
+           max_pixels, workers, progress) -> ImageStore:
+    """Cap, probe the headers (mode: L when every readable image is grayscale), decode into a new store."""
+    keep = np.arange(len(files)) if max_images is None else _cap(len(files), int(max_images), seed)
+    capped, found = len(files) - len(keep), len(keep)
+    files, labels = [files[i] for i in keep], np.asarray(labels, dtype=np.int64)[keep]
+    if progress is not None:
+        progress(0.0, f"reading the headers of {len(files):,} files")
+    modes = _map(lambda f: _try(probe, f, max_pixels), files, workers)
+    skipped = [[_relative(f, root), reason] for f, reason in left_out]
+    skipped += [[_relative(files[i], root), str(m)] for i, m in enumerate(modes) if isinstance(m, Exception)]
+    readable = [i for i, m in enumerate(modes) if not isinstance(m, Exception)]
+    mode = "L" if readable and all(modes[i] in GRAY_MODES for i in readable) else "RGB"
+    files, labels = [files[i] for i in readable], labels[readable]
+
+    def one(k: int) -> np.ndarray:
+        try:
+            return decode(files[k], size, mode)
+        except ImageDecodeError:  # its message already says "cannot decode: ..." or why it was refused
+            raise
+        except _READ_ERRORS as err:
+            raise ValueError(f"cannot decode: {type(err).__name__}: {err}") from err
+
+    def split(ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        train, test = split_files(labels[ok], test_fraction, seed, class_names)
+        return ok[train], ok[test]
+
+    meta = {"source": source, "layout": rep.layout, "mode": mode, "class_names": class_names, "found": found,
+            "capped": capped, "skipped": skipped}
+    names = [_relative(f, root) for f in files]
+    try:
+        return store.build_store(key, len(files), (1 if mode == "L" else 3, size, size), one, split, labels, names, meta,
+                                 workers=workers, progress=progress, replaces=lambda other: other.get("source") == source)
+    except StoreError as err:
+        raise DatasetError(f"folder: {err}") from err
+    except ValueError:  # nothing decoded
+        first = f"; skipped {len(skipped)}, e.g. {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
+        raise DatasetError(f"folder: no readable images in {display_name(root)}{first}") from None
+
+
+def listing(root: Path) -> list[tuple[str, int, int]]:
+    """``(path relative to root, size, mtime_ns)`` of every non-hidden file below ``root``, sorted: what the
+    folder's fingerprint is made of. One ``scandir`` walk and one ``stat`` per file (a symlinked folder is
+    followed at the top, as :func:`scan` takes it for a class, and not below)."""
+    out: list[tuple[str, int, int]] = []
+
+    def walk(folder: str, prefix: str, follow: bool) -> None:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if _is_hidden(entry.name):
+                    continue
+                if entry.is_dir(follow_symlinks=follow):
+                    walk(entry.path, prefix + entry.name + "/", False)
+                elif entry.is_file():
+                    st = entry.stat()
+                    out.append((display_name(prefix + entry.name), st.st_size, st.st_mtime_ns))
+
+    walk(os.fspath(root), "", True)
+    out.sort()
+    return out
 
 
 def _try(func, *args):

@@ -6,6 +6,7 @@ import numpy as np
 import streamlit as st
 
 from ssl_viz.analysis.projection import ProjectionError, is_projection_cached, project_cached, umap_is_warm
+from ssl_viz.data import display_title
 from ssl_viz.ui.loaders import get_dataset, get_model
 from ssl_viz.ui.workspace import current_workspace
 
@@ -81,12 +82,15 @@ def labelled_workspace_or_stop(needs: str, min_classes: int = 1):
         st.error(f"Cannot load the workspace: {exc}")
         st.stop()
     if not test_ds.has_labels:
-        st.error(f"{ws.dataset} has no labels: {needs}.")
+        st.error(f"{display_title(ws.dataset)} has no labels: {needs}.")
         st.stop()
+    if ws.dataset.startswith("folder:"):
+        st.caption(f"Held-out figures here use the test split of {display_title(ws.dataset)} ({len(test_ds):,} of "
+                   f"{len(test_ds) + len(train_ds):,} images) against its training split.")
     n = max(train_ds.num_classes, test_ds.num_classes)
     if n < min_classes:
         have = "only one class" if n == 1 else f"only {n} classes"
-        st.error(f"{ws.dataset} has {have} ({', '.join(train_ds.class_names)}): {needs} (at least {_count(min_classes)}).")
+        st.error(f"{display_title(ws.dataset)} has {have} ({', '.join(train_ds.class_names)}): {needs} (at least {_count(min_classes)}).")
         st.stop()
     return ws, model, test_ds, train_ds
 

@@ -29,6 +29,7 @@ from ssl_viz.analysis.diagnosis import (
 )
 from ssl_viz.analysis.images import make_grid
 from ssl_viz.augment import describe_policy, parse_policy
+from ssl_viz.data import display_title
 from ssl_viz.data.folder import display_name
 from ssl_viz.fileio import read_json
 from ssl_viz.jobs import JobError, dispatch_queue, run_status
@@ -47,11 +48,16 @@ MARKDOWN_COLORS = {"harmful": "red", "neutral": "gray", "suitable": "green"}
 
 def dataset_title(dataset: str, label: str | None = None) -> str:
     """The dataset as the user knows it, never a cache path: the registry name (``"fashion-mnist"``), ``"folder cats"``
-    for a typed ``folder:/data/cats``, ``"your uploaded images"`` for an unpacked zip; with ``label``: ``"shapes by color"``."""
+    for a typed ``folder:/data/cats``, the zip's name (``"zip pets.zip"``) for an unpacked upload; with ``label``:
+    ``"shapes by color"``."""
     name = dataset
     if dataset.startswith("folder:"):
         path = dataset.removeprefix("folder:")
-        name = "your uploaded images" if is_uploaded_dataset(path) else f"folder {display_name(Path(path).name)}"
+        title = display_name(display_title(dataset))
+        if not is_uploaded_dataset(path):
+            name = f"folder {title}"
+        else:  # the zip's name, recorded when it was unpacked; an older upload has none
+            name = "your uploaded images" if title == display_name(Path(path).name) else f"zip {title}"
     return f"{name} by {label}" if label else name
 
 

@@ -227,29 +227,31 @@ def neighbour_strip(data: MapData, rows: np.ndarray, sims: np.ndarray, key: str,
                            help=f"Focus {data.ids[int(r)]}", width="stretch")
 
 
-def map_splits(n_test: int, n_train: int, n_points: int) -> list[tuple[str, int]]:
+def map_splits(n_test: int, n_train: int, n_points: int, first: str = "test") -> list[tuple[str, int]]:
     """Which embeddings make a map of ``n_points``: ``[("test", n)]`` (a fixed sample of the test split), or, past
-    the test split's size, every image: ``[("train", n_train), ("test", n_test)]``."""
-    if n_points <= n_test or n_train == 0:
-        return [("test", min(n_points, n_test))]
+    the test split's size, every image: ``[("train", n_train), ("test", n_test)]``. With ``first="all"`` (your own
+    folder: ``n_test`` is then every image) one part, ``[("all", n)]``."""
+    if n_points <= n_test or n_train == 0 or first == "all":
+        return [(first, min(n_points, n_test))]
     return [("train", n_train), ("test", n_test)]
 
 
 def load_map(source: str, encoder: str | None, dataset: str, label: str | None, representation: str, n_points: int) -> MapData:
     """The :class:`MapData` of ``n_points`` images of ``dataset`` under one encoder (embeddings cached on disk by
     :func:`ssl_viz.ui.loaders.get_embeddings`). Raises what loading or embedding raises."""
-    from ssl_viz.ui.loaders import get_dataset, get_embeddings
+    from ssl_viz.ui.loaders import get_dataset, get_embeddings, view_split
 
-    test = get_dataset(dataset, "test", label)
+    first = view_split(dataset)  # "all" for your own folder: every image, one part
+    test = get_dataset(dataset, first, label)
     n_train = 0
-    if n_points > len(test):
+    if n_points > len(test) and first == "test":
         try:
             n_train = len(get_dataset(dataset, "train", label))
         except Exception:  # noqa: BLE001 - no train split: the test split is all there is
             n_train = 0
     parts = []
-    for split, n in map_splits(len(test), n_train, n_points):
-        ds = test if split == "test" else get_dataset(dataset, "train", label)
+    for split, n in map_splits(len(test), n_train, n_points, first):
+        ds = test if split == first else get_dataset(dataset, "train", label)
         emb, idx = get_embeddings(source, dataset, split, representation, n, encoder)
         parts.append((split, ds, emb, idx))
     embeddings = np.concatenate([p[2] for p in parts]) if len(parts) > 1 else parts[0][2]

@@ -29,7 +29,7 @@ from ssl_viz.analysis.projection import TSNE_DEFAULT_PERPLEXITY, UMAP_DEFAULTS, 
 from ssl_viz.cache import fingerprint
 from ssl_viz.ui.data_views import PROJECTIONS, fitted_projector, project_with_spinner, sample_size_picker
 from ssl_viz.ui.explorer import HOVER_MAX, TOOLTIP_CSS, VIEWS, MapData, color_values, load_map, map_thumbnails, neighbour_strip, read_event, vega_map, webgl_map
-from ssl_viz.ui.loaders import get_dataset, get_model
+from ssl_viz.ui.loaders import get_dataset, get_model, view_split
 from ssl_viz.ui.uploads import uploaded_image
 from ssl_viz.ui.workspace import comparison_models
 
@@ -53,8 +53,8 @@ class Settings:
 
 def controls(ws, ds) -> Settings:
     """The page's controls (keys ``emb_*``, all in the page's link, :mod:`ssl_viz.ui.links`)."""
-    try:
-        n_train = len(get_dataset(ws.dataset, "train", ws.label))
+    try:  # ds is already every image of your own folder (view_split "all"): nothing to add
+        n_train = 0 if view_split(ws.dataset) == "all" else len(get_dataset(ws.dataset, "train", ws.label))
     except Exception:  # noqa: BLE001 - a dataset without a train split maps its test split only
         n_train = 0
     c1, c2, c3, c4 = st.columns(4)
@@ -256,8 +256,10 @@ def selection_panel(ws, s: Settings, data: MapData, coords: np.ndarray, selected
 
 
 def quality_metrics(ws, ds, data: MapData) -> None:
-    """kNN top-1, uniformity and alignment of the map's test images (Wang & Isola 2020), for maps up to 20,000 points."""
-    test_rows = np.asarray([r for r, d in enumerate(data.ids) if d.startswith("test:")], dtype=np.int64)
+    """kNN top-1, uniformity and alignment of the map's test images (of every image of your own folder: ids
+    ``all:i``) (Wang & Isola 2020), for maps up to 20,000 points."""
+    part = "all" if view_split(ws.dataset) == "all" else "test"
+    test_rows = np.asarray([r for r, d in enumerate(data.ids) if d.startswith(f"{part}:")], dtype=np.int64)
     if not MIN_POINTS <= len(test_rows) <= 20_000:
         return
     idx = np.asarray([int(data.ids[r].split(":")[1]) for r in test_rows])
@@ -265,6 +267,6 @@ def quality_metrics(ws, ds, data: MapData) -> None:
                           get_model(ws.model, ws.encoder).embed_fn(ws.representation), ds.images, idx)
     m1, m2, m3 = st.columns(3)
     if q.knn_top1 is not None:
-        m1.metric("kNN top-1 (half / half of the test images)", f"{q.knn_top1:.1%}")
+        m1.metric(f"kNN top-1 (half / half of the {'map' if part == 'all' else 'test'} images)", f"{q.knn_top1:.1%}")
     m2.metric("Uniformity (lower = more spread)", f"{q.uniformity:.3f}")
     m3.metric("Alignment of 2 simclr views (lower = closer)", f"{q.alignment:.3f}")

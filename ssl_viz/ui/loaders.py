@@ -30,9 +30,24 @@ def get_model(source: str, encoder: str | None = None) -> LoadedModel:
     return model
 
 
+def view_split(dataset: str) -> str:
+    """The split the pages show: every image (``"all"``) of your own folder or zip, where the train/test split is
+    only an evaluation device (kept for held-out figures such as kNN accuracy); the test split of a built-in set."""
+    return "all" if dataset.startswith("folder:") else "test"
+
+
 @st.cache_resource(max_entries=8, show_spinner="Loading dataset…")
 def get_dataset(name: str, split: str = "test", label: str | None = None) -> ImageDataset:
-    return load_dataset(name, split=split, label=label or None)
+    """``load_dataset(name, split)`` shared by all sessions; a folder's first load draws a progress bar while its
+    image store is built (:mod:`ssl_viz.data.store`)."""
+    if not name.startswith("folder:"):
+        return load_dataset(name, split=split, label=label or None)
+    bar = st.empty()
+    try:
+        return load_dataset(name, split=split, label=label or None,
+                            progress=lambda f, text: bar.progress(min(max(f, 0.0), 1.0), text=f"Image store: {text}"))
+    finally:
+        bar.empty()
 
 
 def sample_indices(n_total: int, n: int, seed: int = 0) -> np.ndarray:
@@ -73,31 +88,33 @@ def get_embeddings(source: str, dataset: str, split: str, representation: str, n
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def channel_scores(source: str, encoder_name: str | None, dataset: str, layer: str, n: int, version: str) -> tuple[torch.Tensor, np.ndarray]:
-    """Mean activation of every channel of ``layer`` for a fixed sample of ``n`` test images: (``[n, C]``, indices ``[n]``).
+    """Mean activation of every channel of ``layer`` for a fixed sample of ``n`` images of the pages' split
+    (:func:`view_split`): (``[n, C]``, indices ``[n]``).
 
     ``version`` (the checkpoint's fingerprint) makes a retrained checkpoint at the same path a new entry.
     """
     from ssl_viz.analysis.feature_maps import layer_scores
 
-    model, ds = get_model(source, encoder_name), get_dataset(dataset, "test")
+    model, ds = get_model(source, encoder_name), get_dataset(dataset, view_split(dataset))
     idx = sample_indices(len(ds), n)
-    bar = st.progress(0.0, text=f"Running {len(idx)} test images through {layer}…")
+    bar = st.progress(0.0, text=f"Running {len(idx)} images through {layer}…")
     scores = layer_scores(model.encoder, ds.images[idx], layer, progress=lambda f: bar.progress(f))
     bar.empty()
     return scores, idx
 
 
-def dataset_or_stop(ws, split: str = "test") -> ImageDataset:
-    """The workspace dataset's ``split``; one clear ``st.error`` (never a traceback) ends the page if it cannot load."""
+def dataset_or_stop(ws, split: str | None = None) -> ImageDataset:
+    """The workspace dataset's ``split`` (default :func:`view_split`: all of a folder, the test split of a built-in
+    set); one clear ``st.error`` (never a traceback) ends the page if it cannot load."""
     try:
-        return get_dataset(ws.dataset, split, ws.label)
+        return get_dataset(ws.dataset, split or view_split(ws.dataset), ws.label)
     except Exception as exc:  # a bad dataset must not take the page down
         st.error(f"Cannot load dataset {ws.dataset}: {exc}")
         st.stop()
 
 
 def workspace_or_stop():
-    """The current workspace with its model and test set ``(ws, model, dataset)``.
+    """The current workspace with its model and the images pages show ``(ws, model, dataset)`` (:func:`view_split`).
 
     A model or dataset that cannot be loaded ends the page with one clear ``st.error``
     (never a traceback), so every page gets the same guard.

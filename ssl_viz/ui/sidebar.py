@@ -12,13 +12,13 @@ from pathlib import Path
 import streamlit as st
 
 from ssl_viz.checkpoint import CheckpointError
-from ssl_viz.data import DATASETS, DatasetError
+from ssl_viz.data import DATASETS, ZIP_NAME_FILE, DatasetError, display_title
 from ssl_viz.data.folder import report as folder_report
 from ssl_viz.encoders import ENCODERS
 from ssl_viz.fileio import atomic_write
 from ssl_viz.paths import uploads_dir
 from ssl_viz.safety import DATA_ROOTS_ENV, UnsafeInputError, data_roots, extract_zip, is_uploaded_dataset, max_zip_bytes, resolve_user_path
-from ssl_viz.ui.loaders import get_dataset, get_model
+from ssl_viz.ui.loaders import get_dataset, get_model, view_split
 from ssl_viz.ui.workspace import available_models, current_workspace
 
 UPLOAD = "Upload a checkpoint…"
@@ -100,7 +100,19 @@ def _zip_choice(ws) -> str | None:
         except UnsafeInputError as exc:
             st.error(f"{upload.name}: {exc}")
             return None
+        _name_upload(Path(extracted[upload_id]), upload.name)
     return f"folder:{extracted[upload_id]}"
+
+
+def _name_upload(folder: Path, name: str) -> None:
+    """Record the zip's file name beside its unpacked images (a hidden file, never read as an image), so the
+    pages name the dataset by it (:func:`ssl_viz.data.display_title`), not by the server's uploads path."""
+    path = folder / ZIP_NAME_FILE
+    try:
+        if not path.exists() or path.read_text(encoding="utf-8").strip() != name:
+            atomic_write(path, lambda tmp: Path(tmp).write_text(name, encoding="utf-8"))
+    except OSError:  # a read-only uploads folder: the folder's own name is shown instead
+        pass
 
 
 def _dataset_picker() -> None:
@@ -119,12 +131,15 @@ def _dataset_picker() -> None:
         st.session_state["ws_label"] = None
     st.session_state["ws_dataset"] = choice
     try:
-        ds = get_dataset(choice, "test")
+        ds = get_dataset(choice, view_split(choice))
     except DatasetError as exc:
         st.error(str(exc))
         return
     if choice.startswith("folder:"):
-        report = folder_report(choice[7:], "test")
+        report = folder_report(choice[7:], "all")
+        st.caption(f"**{display_title(choice)}**: {len(ds):,} images, all shown on the pages; held-out figures "
+                   "(kNN accuracy, linear probe) use its 20 % test split."
+                   + (f" Image store: {report.disk_bytes / 2**20:,.0f} MB on disk." if report is not None else ""))
         if report is not None and report.skipped:
             with st.expander(f"{len(report.skipped)} files skipped"):
                 st.table({"file": [f for f, _ in report.skipped[:50]], "why": [w for _, w in report.skipped[:50]]})
