@@ -23,7 +23,7 @@ def _hashes(images: torch.Tensor) -> set[bytes]:
 
 
 def test_registry_names_and_unknown():
-    assert set(DATASETS) == {"digits", "fashion-mnist", "textures", "shapes", "photos", "folder"}
+    assert set(DATASETS) == {"digits", "fashion-mnist", "textures", "shapes", "photos", "folder", "cifar10", "cifar100", "stl10", "stl10-unlabeled"}
     assert "folder:" in dataset_names()
     with pytest.raises(DatasetError, match="unknown dataset"):
         load_dataset("nope")

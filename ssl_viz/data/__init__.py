@@ -3,9 +3,10 @@
 >>> ds = load_dataset("digits", split="train")
 >>> ds.images.shape   # uint8 [N, 1, 8, 8]
 
-Names: ``digits``, ``fashion-mnist``, ``textures``, ``shapes``, ``photos`` and
-``folder:PATH`` (an ImageFolder-style directory). ``label=FACTOR`` relabels a
-dataset with factors (e.g. ``shapes`` by ``colour``).
+Names: ``digits``, ``fashion-mnist``, ``textures``, ``shapes``, ``photos``,
+``folder:PATH`` (an ImageFolder-style directory), and the standard formats where the user has
+them: ``cifar10``, ``cifar100``, ``stl10``, ``stl10-unlabeled`` (each also as ``NAME:PATH``).
+``label=FACTOR`` relabels a dataset with factors (e.g. ``shapes`` by ``colour``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,15 @@ DATASETS: dict[str, tuple[str, str]] = {
     "shapes": ("ssl_viz.data.shapes", "procedural shapes; factors shape, color, orientation, size, position"),
     "photos": ("ssl_viz.data.photos", "scikit-image sample photographs (no labels)"),
     "folder": ("ssl_viz.data.folder", "your images: folder:PATH in ImageFolder layout"),
+    "cifar10": ("ssl_viz.data.cifar", "CIFAR-10 32x32, 50k train / 10k test (cifar-10-batches-py; cifar10:PATH)"),
+    "cifar100": ("ssl_viz.data.cifar", "CIFAR-100 32x32, 100 classes, factor coarse (cifar-100-python; cifar100:PATH)"),
+    "stl10": ("ssl_viz.data.stl10", "STL-10 96x96, 5k train / 8k test (stl10_binary; stl10:PATH)"),
+    "stl10-unlabeled": ("ssl_viz.data.stl10", "STL-10's 100k unlabelled 96x96 images to train on; test: its 8k labelled"),
 }
+# Names that take NAME:PATH (the module's ``path`` option) and the fixed options of names sharing a module.
+PATH_NAMES = ("folder", "cifar10", "cifar100", "stl10", "stl10-unlabeled")
+FIXED_OPTIONS: dict[str, dict] = {"cifar10": {"variant": "cifar10"}, "cifar100": {"variant": "cifar100"},
+                                  "stl10-unlabeled": {"unlabeled": True}}
 
 SPLITS = ("train", "test", "all")
 
@@ -41,14 +50,14 @@ def dataset_names() -> list[str]:
 
 
 def _resolve(name: str) -> tuple[str, dict]:
-    if name.startswith("folder:"):
-        path = name[len("folder:"):]
+    key, colon, path = name.partition(":")
+    if colon and key in PATH_NAMES:
         if not path:
-            raise DatasetError("folder: needs a path, e.g. folder:/data/my-images")
-        return "folder", {"path": path}
+            raise DatasetError(f"{key}: needs a path, e.g. {key}:/data/my-images")
+        return key, {**FIXED_OPTIONS.get(key, {}), "path": path}
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(dataset_names())}")
-    return name, {}
+    return name, dict(FIXED_OPTIONS.get(name, {}))
 
 
 @functools.lru_cache(maxsize=16)

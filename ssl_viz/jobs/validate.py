@@ -30,10 +30,10 @@ def check_types(cfg, prefix: str = "") -> None:
 def validate_config(cfg: TrainConfig) -> None:
     """Check the types of ``cfg``'s fields, the names of its method, encoder and dataset, its batch size and its policy.
 
-    Folders (``folder:PATH``) are checked when they are loaded. Raises :class:`ConfigError`.
+    Folders (``folder:PATH``, ``cifar10:PATH``, ...) are checked when they are loaded. Raises :class:`ConfigError`.
     """
     from ssl_viz.augment import parse_policy
-    from ssl_viz.data import DATASETS
+    from ssl_viz.data import DATASETS, PATH_NAMES
     from ssl_viz.encoders import ENCODERS
     from ssl_viz.methods import METHODS
 
@@ -42,8 +42,9 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ConfigError(f"unknown method {cfg.method!r}; choose one of: {', '.join(METHODS)}")
     if cfg.encoder not in ENCODERS:
         raise ConfigError(f"unknown encoder {cfg.encoder!r}; choose one of: {', '.join(ENCODERS)}")
-    if not cfg.dataset.startswith("folder:") and cfg.dataset not in DATASETS:  # folders are checked on load
-        raise ConfigError(f"unknown dataset {cfg.dataset!r}; choose one of: {', '.join(DATASETS)} (folder:PATH)")
+    key, colon, _ = cfg.dataset.partition(":")
+    if not (colon and key in PATH_NAMES) and cfg.dataset not in DATASETS:  # folders (NAME:PATH) are checked on load
+        raise ConfigError(f"unknown dataset {cfg.dataset!r}; choose one of: {', '.join(DATASETS)} (folder:PATH, cifar10:PATH, ...)")
     if cfg.batch_size < 2:
         raise ConfigError("--batch-size must be at least 2 (contrastive losses need negatives)")
     try:
