@@ -51,6 +51,7 @@ from ssl_viz.data.base import DatasetError, ImageDataset
 from ssl_viz.data import store
 from ssl_viz.data.decode import GRAY_MODES, MAX_PIXELS, ImageDecodeError, decode_image, open_image
 from ssl_viz.data.store import ImageStore, Progress, StoreError, fingerprint, store_key
+from ssl_viz.safety import read_roots
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +320,10 @@ def prepare(
     except OSError as err:
         raise DatasetError(f"folder: cannot list {display_name(root)}: {err}") from err
     source = {"folder": os.path.realpath(root), "size": size, "test_fraction": float(test_fraction), "seed": int(seed),
-              "max_images": None if max_images is None else int(max_images), "max_pixels": int(max_pixels)}
+              "max_images": None if max_images is None else int(max_images), "max_pixels": int(max_pixels),
+              # what this process may read decides which files a build skips: a store the command line built
+              # (links followed) is never served by the confined app, nor the app's (links skipped) to the CLI
+              "read_roots": None if read_roots() is None else sorted(map(str, read_roots()))}
     key = store_key(source, fingerprint(stats))
     found = store.open_store(key)
     if found is None:
