@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_viz.analysis.projection import Projector, exact_knn, is_projection_cached, kmeans_labels, l2_normalize, project_cached
+from ssl_viz.analysis.projection import Projector, exact_knn, knn_graph, is_projection_cached, kmeans_labels, l2_normalize, project_cached
 from ssl_viz.analysis.retrieval import (
     Retriever,
     bank_position,
@@ -100,6 +100,25 @@ def test_exact_knn_graph_for_umap_matches_brute_force():
     assert (idx[:, 0] == np.arange(len(X))).all() and (dist[:, 0] == 0).all()
     np.testing.assert_allclose(dist, np.take_along_axis(d, ref, 1), atol=1e-3)
     assert idx.dtype == np.int64 and dist.dtype == np.float32
+
+
+def test_low_precision_knn_graph_finds_the_exact_neighbours_at_exact_distances():
+    """bfloat16 candidates re-ranked in float32 (the graph of large maps): nearly every exact neighbour found,
+    each at its exact float32 distance, itself first; a candidate pool too small to hold the neighbours loses them."""
+    rng = np.random.default_rng(0)
+    X = l2_normalize(rng.normal(size=(600, 32)) + 3 * rng.normal(size=(6, 32))[rng.integers(0, 6, 600)])
+    ref_idx, ref_dist = exact_knn(X, 10)
+    idx, dist = knn_graph(X, 10, candidates=40, chunk_size=128, low_precision=True)
+    assert idx.shape == (600, 10) and idx.dtype == np.int64 and dist.dtype == np.float32
+    assert (idx[:, 0] == np.arange(600)).all() and (dist[:, 0] == 0).all()
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(idx, ref_idx)])
+    assert recall > 0.97, recall
+    true = np.sqrt(((X[:, None].astype(np.float64) - X[idx]) ** 2).sum(-1))  # the distance of each found neighbour
+    np.testing.assert_allclose(dist, true, atol=1e-3)
+    assert (np.diff(dist, axis=1) >= -1e-6).all()  # nearest first
+    small = knn_graph(X, 10, candidates=10, low_precision=True)[0]  # no room to re-rank: bfloat16's ties decide
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(small, ref_idx)]) < recall
+    np.testing.assert_array_equal(knn_graph(X, 10, low_precision=False)[0], ref_idx)  # small maps: the exact graph
 
 
 def test_project_cached_reads_from_disk_the_second_time(tmp_path, monkeypatch):
