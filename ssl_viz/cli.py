@@ -218,9 +218,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _load(args: argparse.Namespace):
     """The model of ``--checkpoint``; for a checkpoint file, its load report goes to stderr (one line)."""
     from ssl_viz.checkpoint import load_model
+    from ssl_viz.device import env_rank
 
     model = load_model(args.checkpoint, args.encoder, allow_partial=getattr(args, "allow_partial", False))
-    if Path(args.checkpoint).is_file():
+    if Path(args.checkpoint).is_file() and env_rank() == 0:  # under torchrun: once, not once per rank
         print(f"loaded {Path(args.checkpoint).name} as {args.encoder}: {model.report.summary()}", file=sys.stderr)
     return model
 
@@ -286,25 +287,76 @@ def _folder_report(dataset: str, split: str, out: Path | None = None, first: int
     print(f"skipped {len(rep.skipped)} files: {shown}{more}{where}", file=sys.stderr)
 
 
+# How long an ``embed`` rank may wait in a collective: the others wait while rank 0 builds a folder's image store
+# (decoding every image once; a large folder takes a while), and rank 0 waits for the slowest slice.
+EMBED_TIMEOUT_S = 6 * 3600
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
+    """Embed ``--dataset`` into one ``.npz`` (``embeddings``, ``labels``, ``split``, and ``names`` for folders).
+
+    Under ``torchrun --nproc_per_node=N`` (``WORLD_SIZE > 1``) the rows are sharded: the numbers, the checkpoint
+    and the representation are checked on every rank before the process group exists (gloo on the CPU, NCCL
+    on CUDA, each rank on its ``LOCAL_RANK`` GPU); rank 0 loads the dataset first (a folder's image store is
+    built once), then the others open it. Rank r embeds only its contiguous slice
+    :func:`~ssl_viz.evaluate.shard_rows` ``(N, r, N_ranks)`` of the rows (of a folder's memory-mapped store it
+    reads only those images), :func:`~ssl_viz.evaluate.gather_rows` joins the slices on rank 0 in rank order,
+    and rank 0 alone checks the embeddings and writes the file atomically: the same keys, values and row order
+    as one process writes. Other ranks write and print nothing. After each step the ranks agree
+    (:func:`_on_ranks`): an error on any rank ends every rank with its one line and exit status 2, none is
+    left waiting.
+    """
+    from datetime import timedelta
+
     import torch
 
     from ssl_viz.data import load_dataset
-    from ssl_viz.device import pick_device
-    from ssl_viz.evaluate import check_embeddings, embed_dataset
-    from ssl_viz.fileio import atomic_write
+    from ssl_viz.device import Distributed, init_distributed, launched_distributed, pick_device, rank_device, shutdown_distributed
+    from ssl_viz.evaluate import embed_dataset, gather_rows, shard_rows
 
     _check_numbers(args)
     model = _load(args)
+    fn = model.embed_fn(args.representation)  # an unknown representation fails here, before any dataset is read
     args.split = args.split or ("all" if args.dataset.startswith("folder:") else "test")
-    ds = load_dataset(args.dataset, args.split, label=args.label, progress=progress_line())
-    device = pick_device(args.device)
-    fn = model.embed_fn(args.representation)
-    model.encoder.to(device)
-    if model.projector is not None:
-        model.projector.to(device)
-    with torch.inference_mode():
-        emb = embed_dataset(fn, ds.images, device=device)
+    device = rank_device(pick_device(args.device))
+    group = Distributed(False, 0, 1)
+    if launched_distributed():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # NCCL's collectives run on this rank's GPU
+        group = init_distributed("nccl" if device.type == "cuda" else "gloo", timedelta(seconds=EMBED_TIMEOUT_S))
+
+    def load(progress):
+        return load_dataset(args.dataset, args.split, label=args.label, progress=progress)
+
+    def embed_slice(images):
+        model.encoder.to(device)
+        if model.projector is not None:
+            model.projector.to(device)
+        with torch.inference_mode():
+            return embed_dataset(fn, images, device=device)
+
+    try:
+        ds = _on_ranks(group, lambda: load(progress_line()), run=group.rank == 0)  # rank 0 first: one store build
+        if group.enabled:
+            rest = _on_ranks(group, lambda: load(None), run=group.rank != 0)
+            ds = ds if group.rank == 0 else rest
+            _same_everywhere(group, len(ds), f"the number of images of {args.dataset} [{args.split}]")
+        rows = shard_rows(len(ds), group.rank, group.world)
+        emb = _on_ranks(group, lambda: embed_slice(ds.images[rows]))  # a view: this rank reads only its rows
+        if group.enabled:
+            emb = gather_rows(emb)  # rank 0: every row, in order; None on the others
+        _on_ranks(group, lambda: _write_embeddings(args, model, ds, emb), run=group.rank == 0)
+    finally:
+        if group.enabled:
+            shutdown_distributed()
+    return 0
+
+
+def _write_embeddings(args: argparse.Namespace, model, ds, emb) -> None:
+    """Check ``emb`` (every row of ``ds``), write ``args.out`` atomically, report skipped files, print the JSON line."""
+    from ssl_viz.evaluate import check_embeddings
+    from ssl_viz.fileio import atomic_write
+
     check_embeddings(emb, f"{model.name}'s {args.representation} embeddings of {args.dataset} [{args.split}]")  # before any file
 
     arrays = {"embeddings": emb.numpy(), "labels": ds.labels.numpy(), "split": np.asarray(args.split)}
@@ -318,7 +370,46 @@ def cmd_embed(args: argparse.Namespace) -> int:
     atomic_write(args.out, write)  # never a half-written file
     _folder_report(args.dataset, args.split, args.out)
     print(strict_json({"out": str(args.out), "split": args.split, "embeddings": list(emb.shape)}))
-    return 0
+
+
+def _on_ranks(group, step, run: bool = True):
+    """``step()``'s result on this rank (None where ``run`` is false), once every rank of ``group`` has done its part.
+
+    Alone (no process group) this is just ``step()``. Under ``torchrun`` it is a collective every rank calls:
+    the ranks exchange how their part ended (``all_gather_object``), and when any failed, every rank raises:
+    the failing rank its own error, the others a :class:`CliError` with its one line (a user error's message as
+    :func:`main` prints it, or ``rank R failed: ...`` for anything else), so that no rank is left waiting.
+    """
+    if not group.enabled:
+        return step() if run else None
+    import torch.distributed as dist
+
+    result, error = None, None
+    if run:
+        try:
+            result = step()
+        except Exception as exc:  # noqa: BLE001 - told to the other ranks, then re-raised below
+            error = exc
+    message = None if error is None else (user_error(error) or f"rank {group.rank} failed: {type(error).__name__}: {error}")
+    messages = [None] * group.world
+    dist.all_gather_object(messages, message)
+    if error is not None:
+        raise error
+    first = next((m for m in messages if m is not None), None)
+    if first is not None:
+        raise CliError(first)
+    return result
+
+
+def _same_everywhere(group, value, what: str) -> None:
+    """Raise :class:`CliError` on every rank unless every rank of ``group`` has the same ``value`` (a collective)."""
+    import torch.distributed as dist
+
+    values = [None] * group.world
+    dist.all_gather_object(values, value)
+    if any(v != values[0] for v in values):
+        raise CliError(f"the ranks disagree on {what} ({', '.join(map(str, values))}): did the dataset change "
+                       "while they loaded it? Run again")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -419,32 +510,38 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ssl_viz.checkpoint import CheckpointError
-    from ssl_viz.data import DatasetError
-    from ssl_viz.encoders import EncoderError
-    from ssl_viz.evaluate import EmbeddingError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"train": cmd_train, "embed": cmd_embed, "evaluate": cmd_evaluate, "diagnose": cmd_diagnose}
     try:
         return handlers[args.command](args)
-    except (CliError, ConfigError, RunDirError, CheckpointError, DatasetError, EncoderError, EmbeddingError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        message = user_error(exc)
+        if message is None:  # a bug: the traceback
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        print(f"error: {exc.strerror}: {exc.filename}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # e.g. disk full while writing a checkpoint: the previous one is intact
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # the training loop's own errors
+
+
+def user_error(exc: BaseException) -> str | None:
+    """The line :func:`main` prints after ``error: `` for a user error (then exit status 2), or None for a bug."""
+    from ssl_viz.checkpoint import CheckpointError
+    from ssl_viz.data import DatasetError
+    from ssl_viz.encoders import EncoderError
+    from ssl_viz.evaluate import EmbeddingError
+
+    if isinstance(exc, (CliError, ConfigError, RunDirError, CheckpointError, DatasetError, EncoderError, EmbeddingError)):
+        return str(exc)
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
+        return f"{exc.strerror}: {exc.filename}"
+    if isinstance(exc, OSError):  # e.g. disk full while writing a checkpoint: the previous one is intact
+        return str(exc)
+    if isinstance(exc, Exception):  # the training loop's own errors
         from ssl_viz.train import TrainingError
 
         if isinstance(exc, TrainingError):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise
+            return str(exc)
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -58,12 +59,25 @@ def env_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def init_distributed() -> Distributed:
-    """Join the process group when launched by ``torchrun`` (NCCL on CUDA, gloo on the CPU); idempotent."""
+def rank_device(device: torch.device) -> torch.device:
+    """``device`` for this ``torchrun`` process: a bare ``cuda`` becomes this process's ``LOCAL_RANK`` GPU
+    (so that N processes use N GPUs, as ``auto`` does); any other device is returned as given."""
+    if device.type == "cuda" and device.index is None and launched_distributed():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return device
+
+
+def init_distributed(backend: str | None = None, timeout: timedelta | None = None) -> Distributed:
+    """Join the process group when launched by ``torchrun``; idempotent.
+
+    ``backend`` None: NCCL when CUDA is available, else gloo (training); ``embed`` names the one its device
+    needs. ``timeout``: how long a collective may wait for the slowest rank (None: torch's default).
+    """
     if not launched_distributed():
         return Distributed(False, 0, 1)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        extra = {} if timeout is None else {"timeout": timeout}
+        dist.init_process_group(backend or ("nccl" if torch.cuda.is_available() else "gloo"), **extra)
     return Distributed(True, dist.get_rank(), dist.get_world_size())
 
 

@@ -7,7 +7,9 @@
 - :func:`alignment` and :func:`uniformity`: Wang & Isola (2020), on L2-normalised
   features, ``align = E ||f(x) - f(x+)||^alpha``, ``unif = log E exp(-t ||f(x) - f(y)||^2)``.
 - :func:`recall_at_k`: share of queries with a same-class item among their top-k.
-- :func:`embed_dataset`: features of a dataset in batches under ``inference_mode``.
+- :func:`embed_dataset`: features of a dataset in batches under ``inference_mode``; under ``torchrun``,
+  :func:`shard_rows` gives each rank one contiguous slice of the rows and :func:`gather_rows` puts the
+  slices back together, in order, on rank 0 (``python -m ssl_viz embed`` does both).
 - :func:`check_embeddings`: refuses NaN / inf embeddings and rows whose norm overflows float32
   (:class:`EmbeddingError`); :func:`unit_rows` normalises rows safely (no zero rows from overflow).
 """
@@ -94,7 +96,9 @@ def embed_dataset(
     """Apply ``embed_fn`` to uint8 images ``[N, C, H, W]`` in batches; returns float32 ``[N, D]`` on the CPU.
 
     The values are returned as computed: callers that show or store them pass them through
-    :func:`check_embeddings` (NaN / overflow -> :class:`EmbeddingError`).
+    :func:`check_embeddings` (NaN / overflow -> :class:`EmbeddingError`). Each row depends on its image only
+    (the model in eval mode), so under ``torchrun`` a rank passes just its slice ``images[shard_rows(...)]``
+    (a view: of a folder's memory-mapped store, only those rows are read) and :func:`gather_rows` joins them.
     """
     out = []
     n = len(images)
@@ -104,6 +108,39 @@ def embed_dataset(
         if progress is not None:
             progress(min(1.0, (start + batch_size) / max(n, 1)))
     return torch.cat(out).cpu() if out else torch.empty(0, 0)
+
+
+def shard_rows(n: int, rank: int, world: int) -> slice:
+    """Rank ``rank``'s rows of ``n`` split among ``world`` processes: one contiguous slice, in rank order.
+
+    The boundaries are ``np.array_split``'s: the first ``n % world`` ranks get ``n // world + 1`` rows, the
+    others ``n // world`` (sizes differ by at most one; a rank may get none when ``n < world``). Concatenating
+    the slices of ranks ``0 .. world - 1`` gives ``range(n)`` in order.
+    """
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"rank must be in [0, {world}), got {rank}")
+    base, extra = divmod(int(n), int(world))
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (1 if rank < extra else 0))
+
+
+def gather_rows(local: torch.Tensor, dst: int = 0) -> torch.Tensor | None:
+    """Every rank's rows ``local`` ``[n_r, D]`` concatenated in rank order on rank ``dst`` (None on the others).
+
+    A collective: every rank of the open process group must call it. The slices travel as float32 NumPy
+    arrays through ``torch.distributed.gather_object`` (gloo, or NCCL with each rank on its own GPU), so
+    they may differ in length; an empty slice (a rank given no rows) is left out. With
+    :func:`shard_rows`' slices, the result is row for row what one process embedding all rows would return.
+    """
+    import torch.distributed as dist
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    parts = [None] * world if rank == dst else None
+    dist.gather_object(local.cpu().numpy(), parts, dst=dst)
+    if rank != dst:
+        return None
+    parts = [p for p in parts if len(p)]
+    return torch.from_numpy(np.concatenate(parts)) if parts else torch.empty(0, 0)
 
 
 def _knn_chunks(train_features, train_labels, query_features, num_classes: int, k: int, temperature: float,
