@@ -12,7 +12,8 @@ from ssl_viz.ui.plots import precision_bars
 from ssl_viz.ui.uploads import uploaded_query_or_stop
 
 st.title("Retrieval")
-st.markdown("Rank a bank of images (the test split; every image of your own folder) by cosine similarity to a query's embedding. A good representation puts images of "
+st.markdown("Rank a bank of images (the test split; every image of your own folder) by cosine similarity to a query's embedding. "
+            "A good representation puts images of "
             "the same kind first even though no label was used in training; **precision@K** counts how many of the $K$ "
             "nearest neighbours share the query's label, and the worst queries show where the invariances learned were wrong.")
 st.latex(r"\mathrm{P@K}(q) = \frac{1}{K} \sum_{j \in \mathrm{NN}_K(q)} [\,y_j = y_q\,],"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_viz.analysis.projection import Projector, exact_knn, knn_graph, is_projection_cached, kmeans_labels, l2_normalize, project_cached
+from ssl_viz.analysis.projection import Projector, exact_knn, is_projection_cached, kmeans_labels, knn_graph, l2_normalize, project_cached
 from ssl_viz.analysis.retrieval import (
     Retriever,
     bank_position,

@@ -47,8 +47,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ssl_viz.data.base import DatasetError, ImageDataset
 from ssl_viz.data import store
+from ssl_viz.data.base import DatasetError, ImageDataset
 from ssl_viz.data.decode import GRAY_MODES, MAX_PIXELS, ImageDecodeError, decode_image, open_image
 from ssl_viz.data.store import ImageStore, Progress, StoreError, fingerprint, store_key
 from ssl_viz.safety import read_roots

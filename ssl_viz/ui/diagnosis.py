@@ -16,11 +16,11 @@ import pandas as pd
 import streamlit as st
 
 from ssl_viz.analysis.diagnosis import (
+    SMALL_IMAGE_CROP_FLOOR,
+    SMALL_IMAGE_SIZE,
     VERDICT_COLORS,
     Diagnosis,
     DoseCurve,
-    SMALL_IMAGE_CROP_FLOOR,
-    SMALL_IMAGE_SIZE,
     DoseResponse,
     dose_figure,
     dose_response,

@@ -75,7 +75,8 @@ from ssl_viz.analysis.diagnosis.report import (
 from ssl_viz.analysis.diagnosis.strip import example_indices, example_strip
 
 __all__ = [
-    "DEFAULT_N_TEST", "DEFAULT_N_TRAIN", "MIN_BLUR_SIZE", "PROBE_GROUPS", "RECOMMENDED_P", "SMALL_IMAGE_CROP_FLOOR", "SMALL_IMAGE_SIZE", "STRENGTHS", "VERDICTS",
+    "DEFAULT_N_TEST", "DEFAULT_N_TRAIN", "MIN_BLUR_SIZE", "PROBE_GROUPS", "RECOMMENDED_P", "SMALL_IMAGE_CROP_FLOOR", "SMALL_IMAGE_SIZE",
+    "STRENGTHS", "VERDICTS",
     "VERDICT_COLORS", "VIEW_AUGMENTATIONS",
     "AugmentationReport", "Diagnosis", "DoseCurve", "DoseResponse", "FeatureProbe", "ProbeBench", "Progress", "Thresholds",
     "ablation_configs", "ablation_policy", "attach_ablation", "check_sample", "content_mask", "curve_from_reports", "diagnose",
