@@ -35,7 +35,7 @@ from ssl_viz.paths import uploads_dir
 
 DATA_ROOTS_ENV = "SSL_VIZ_DATA_ROOTS"
 DEFAULT_DATA_DIR = "ssl-viz-data"          # under the home folder
-MAX_TREE_ENTRIES = 200_000                  # a typed folder is walked once to look for escaping links
+MAX_TREE_ENTRIES = 2_000_000                # a typed folder is walked once to look for escaping links (2M entries: a few seconds)
 MAX_RATIO = 200                             # uncompressed / compressed, per entry over RATIO_MIN_BYTES
 RATIO_MIN_BYTES = 1 << 20
 CHUNK = 1 << 20

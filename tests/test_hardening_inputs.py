@@ -280,3 +280,16 @@ def test_memory_bench_knn_case_and_table():
     assert row["exit"] == 0 and "10,000 classes" in row["detail"] and row["peak_mib"] > 0
     text = memory.table([row], "cpu")
     assert text.splitlines()[0].startswith("| case (cpu) | peak RSS (MiB)") and "| knn-10k |" in text
+
+
+def test_a_folder_of_more_entries_than_the_walk_allows_is_refused_in_one_sentence(tmp_path):
+    """The link walk has a bound (MAX_TREE_ENTRIES, far above the 200,000-image folders the app must take): past it,
+    one sentence naming the bound, never a walk without end."""
+    from ssl_viz.safety import MAX_TREE_ENTRIES, UnsafeInputError, check_tree
+
+    assert MAX_TREE_ENTRIES >= 1_000_000
+    for i in range(12):
+        (tmp_path / f"{i}.png").write_bytes(b"x")
+    check_tree(tmp_path, [tmp_path], max_entries=12)
+    with pytest.raises(UnsafeInputError, match="more than 11 files"):
+        check_tree(tmp_path, [tmp_path], max_entries=11)
