@@ -14,7 +14,7 @@ one class each, cut into random crops of 10-60 % of the side, resized to ``--siz
 * ``train``: SimCLR ``Trainer.train_step`` images/s (default recipe, small CNN) with the training split read from
   the store's memory map, against the same images copied into RAM first (``ratio`` = store / RAM), and the peak
   resident memory of the store-backed process;
-* ``embed``: ``embed_dataset`` of all images with the small CNN (images/s).
+* ``embed``: ``embed_dataset`` of all images with the default recipe's encoder (images/s).
 
 Prints one JSON line per phase and a Markdown table for ``bench/RESULTS.md``.
 """
@@ -121,7 +121,11 @@ def phase(name: str, folder: str, size: int, min_time: float) -> dict:
         from ssl_viz.encoders import build_encoder
         from ssl_viz.evaluate import embed_dataset
 
-        encoder = build_encoder("small-cnn", data.channels, 32).eval()
+        from ssl_viz.config import TrainConfig
+
+        cfg = TrainConfig()  # the encoder the training phase trains: the default recipe's
+        encoder = build_encoder(cfg.encoder, data.channels, cfg.encoder_width).eval()
+        out["encoder"] = f"{cfg.encoder} width {cfg.encoder_width}"
         start = time.perf_counter()
         with torch.inference_mode():
             z = embed_dataset(encoder, data.images, batch_size=512)
@@ -162,7 +166,7 @@ def table(n: int, size: int, made_s: float, rows: dict) -> str:
         f"| SimCLR training from the store ({t['train_images']:,} train images, batch {t['batch_size']}) "
         f"| {t['store_images_per_s']:,.0f} images/s | {t['store_peak_rss_mib']:,.0f} |",
         f"| the same, images copied into RAM | {t['ram_images_per_s']:,.0f} images/s; **ratio store / RAM {t['ratio']:.2f}** | {t['peak_rss_mib']:,.0f} |",
-        f"| embedding all {e['images']:,} (small CNN, batch 512) | {e['embed_s']:.1f} s, **{e['images_per_s']:,.0f} images/s** | {e['peak_rss_mib']:,.0f} |",
+        f"| embedding all {e['images']:,} ({e['encoder']}, batch 512) | {e['embed_s']:.1f} s, **{e['images_per_s']:,.0f} images/s** | {e['peak_rss_mib']:,.0f} |",
     ]
     return "\n".join(lines)
 

@@ -6,7 +6,7 @@ import torch
 
 from ssl_viz.analysis.images import to_hwc_uint8, upscale
 from ssl_viz.analysis.retrieval import Retriever, bank_position, per_class_precision, precision_at_k, worst_queries
-from ssl_viz.ui.data_views import sample_size_picker
+from ssl_viz.ui.data_views import MAX_PRECISION_QUERIES, SAMPLE_SIZES, sample_size_picker
 from ssl_viz.ui.loaders import get_embeddings, view_split, workspace_or_stop
 from ssl_viz.ui.plots import precision_bars
 from ssl_viz.ui.uploads import uploaded_query_or_stop
@@ -22,7 +22,7 @@ st.latex(r"\mathrm{P@K}(q) = \frac{1}{K} \sum_{j \in \mathrm{NN}_K(q)} [\,y_j = 
 ws, model, ds = workspace_or_stop()
 
 c1, c2, c3 = st.columns(3)
-n = sample_size_picker(c1, "Bank size", len(ds), key="ret_n")
+n = sample_size_picker(c1, "Bank size", len(ds), key="ret_n", n_all=len(ds) if len(ds) > SAMPLE_SIZES[-1] else None)  # all: search every image
 k = c2.slider("K", 1, 50, 10, key="ret_k")
 mode = c3.radio("Query", ["dataset image", "upload"], horizontal=True, key="ret_mode")
 try:
@@ -55,14 +55,20 @@ if q_label >= 0 and ds.has_labels:
 right.image([big(ds.images[int(idx[j])]) for j in nn[0]], caption=[f"{s:.3f} · {name(labels[j])}" for s, j in zip(scores[0], nn[0])])
 
 if ds.has_labels:
-    with st.spinner(f"Retrieving the {k} neighbours of all {len(idx)} bank images…"):
-        _, all_nn = retriever.query(bank, exclude=np.arange(len(bank)))
-    st.subheader(f"Precision@{k} per class (every bank image as a query)")
-    table = per_class_precision(labels[all_nn], labels, ds.class_names)
+    queries = np.arange(len(bank))
+    if len(bank) > MAX_PRECISION_QUERIES:
+        queries = np.sort(np.random.default_rng(0).choice(len(bank), MAX_PRECISION_QUERIES, replace=False))
+    with st.spinner(f"Retrieving the {k} neighbours of {len(queries):,} bank images…"):
+        _, all_nn = retriever.query(bank[queries], exclude=queries)
+    which = "every bank image as a query" if len(queries) == len(bank) else f"{len(queries):,} of the {len(bank):,} bank images as queries, drawn at random"
+    st.subheader(f"Precision@{k} per class ({which})")
+    q_labels = labels[queries]
+    table = per_class_precision(labels[all_nn], q_labels, ds.class_names)
     st.plotly_chart(precision_bars(table, k), key="ret_bars")
     st.subheader("Worst queries: their neighbours disagree with their label")
-    for _, row in worst_queries(labels[all_nn], labels, n=5).iterrows():
-        i = int(row["query"])
-        st.image([big(ds.images[int(idx[i])], 64)] + [big(ds.images[int(idx[j])], 64) for j in all_nn[i][:10]],
-                 caption=[f"query {name(int(row['label']))}"] + [name(labels[j]) for j in all_nn[i][:10]])
+    for _, row in worst_queries(labels[all_nn], q_labels, n=5).iterrows():
+        r = int(row["query"])
+        i = int(queries[r])
+        st.image([big(ds.images[int(idx[i])], 64)] + [big(ds.images[int(idx[j])], 64) for j in all_nn[r][:10]],
+                 caption=[f"query {name(int(row['label']))}"] + [name(labels[j]) for j in all_nn[r][:10]])
         st.caption(f"#{idx[i]}: P@{k} = {row['precision']:.2f}; most neighbours are {name(int(row['majority']))}")

@@ -83,6 +83,23 @@ def test_retrieval_page(app_env):
     assert not at.exception and "left out" not in captions(at) and "query" in captions(at)
 
 
+def test_retrieval_searches_every_image_of_a_large_bank(app_env, monkeypatch):
+    """Past the largest sample size the bank can be every image ("all N"); the per-class figures then use a seeded draw
+    of MAX_PRECISION_QUERIES bank images as queries and say so (digits' 449 test images stand in for 100,000)."""
+    import ssl_viz.ui.data_views as dv
+
+    monkeypatch.setattr(dv, "SAMPLE_SIZES", (100, 250))
+    monkeypatch.setattr(dv, "MAX_PRECISION_QUERIES", 120)
+    at = run("retrieval")
+    slider = at.select_slider(key="ret_n")
+    assert 449 in slider.options or "all 449" in slider.options
+    slider.set_value(449).run()
+    assert not at.exception
+    heads = [h.value for h in at.subheader]
+    assert any("120 of the 449 bank images as queries" in h for h in heads), heads
+    assert len(charts(at)) >= 1
+
+
 @pytest.mark.parametrize("dataset", ["shapes", "photos"])  # colour + factors; 16 unlabelled photos
 @pytest.mark.parametrize("page", ["pairs", "embeddings", "retrieval"])
 def test_pages_on_other_datasets(app_env, page, dataset):

@@ -12,6 +12,7 @@ from ssl_viz.ui.workspace import current_workspace
 
 SAMPLE_SIZES = (250, 500, 1000, 2000, 5000, 10000)   # offered sample sizes; more than the data is capped at its size
 DEFAULT_SAMPLE = 2000
+MAX_PRECISION_QUERIES = 10_000  # Retrieval's per-class figures: every bank image as a query up to this many, else a seeded draw
 PROJECTIONS = {"UMAP": "umap", "t-SNE": "tsne", "PCA": "pca"}   # shown name -> ssl_viz.analysis.projection method
 
 
