@@ -7,8 +7,9 @@ import streamlit as st
 
 from ssl_viz.augment import policy_to_spec
 from ssl_viz.cli import CliError, train_flags
-from ssl_viz.config import MethodConfig, TrainConfig, suggested_lr
-from ssl_viz.data import DATASETS
+from ssl_viz.config import IMAGE_SIZES, MethodConfig, TrainConfig, suggested_lr, suggested_recipe
+from ssl_viz.data import DATASETS, PATH_NAMES, display_title
+from ssl_viz.device import pick_device
 from ssl_viz.encoders import ENCODERS
 from ssl_viz.jobs import JobError, list_runs, max_runs, start_run
 from ssl_viz.methods import METHODS
@@ -27,18 +28,38 @@ D, M = TrainConfig(), MethodConfig()
 ws = current_workspace()
 c1, c2, c3 = st.columns(3)
 method = c1.selectbox("Method", list(METHODS), index=list(METHODS).index(D.method), key="tr_method")
-encoder = c1.selectbox("Encoder", list(ENCODERS), index=list(ENCODERS).index(D.encoder), key="tr_encoder",
-                       format_func=lambda e: f"{e} — {ENCODERS[e]}")
-width = c1.select_slider("Width", [8, 16, 32, 64], value=D.encoder_width, key="tr_width") if encoder in ("small-cnn", "resnet18-cifar") else D.encoder_width
 names = [n for n in DATASETS if n != "folder"]
-dataset = c2.selectbox("Dataset", names, index=names.index(ws.dataset) if ws.dataset in names else 0, key="tr_dataset")
+if ws.dataset.partition(":")[0] in PATH_NAMES and ":" in ws.dataset and ws.dataset not in names:
+    names.insert(0, ws.dataset)  # the workspace's own folder (folder:PATH, cifar10:PATH, ...), by its display name
+dataset = c2.selectbox("Dataset", names, index=names.index(ws.dataset) if ws.dataset in names else 0, key="tr_dataset",
+                       format_func=display_title)
 try:
     ds = get_dataset(dataset, "train")
 except Exception as exc:  # a missing dataset must not take the page down
-    st.error(f"Cannot load {dataset}: {exc}")
+    st.error(f"Cannot load {display_title(dataset)}: {exc}")
     st.stop()
+is_folder = dataset.startswith("folder:")
+image_size = c2.select_slider("Image size (px)", list(IMAGE_SIZES), value=64, key="tr_image_size",
+                              help="your images are resized (short side) and centre-cropped to this side") if is_folder else None
+size = image_size or ds.image_size[0]
+device_kind = "cuda" if pick_device(D.device).type == "cuda" else "cpu"
+recipe = suggested_recipe(size, device_kind)
+# The suggestion sets the encoder, width and batch widgets when it changes, except those the user has set to
+# something else than the previous suggestion (an explicit choice is kept).
+state = st.session_state
+shown = state.get("tr_recipe_applied")
+for key, value in (("tr_encoder", recipe.encoder), ("tr_width", recipe.encoder_width), ("tr_batch", recipe.batch_size)):
+    previous = None if shown is None else dict(zip(("tr_encoder", "tr_width", "tr_batch"), shown))[key]
+    if key not in state or state[key] == previous:
+        state[key] = value
+state["tr_recipe_applied"] = (recipe.encoder, recipe.encoder_width, recipe.batch_size)
+where = "the GPU" if device_kind == "cuda" else "the CPU"
+width_text = f" width {recipe.encoder_width}" if recipe.encoder in ("small-cnn", "resnet18-cifar") else ""
+c2.caption(f"For {size} px images on {where}: {recipe.encoder}{width_text}, batch {recipe.batch_size} — {recipe.reason}.")
+encoder = c1.selectbox("Encoder", list(ENCODERS), key="tr_encoder", format_func=lambda e: f"{e} — {ENCODERS[e]}")
+width = c1.select_slider("Width", [8, 16, 32, 64], key="tr_width") if encoder in ("small-cnn", "resnet18-cifar") else D.encoder_width
 label = c2.selectbox("Label factor (kNN monitor)", list(ds.factors), key="tr_label") if ds.factors else None
-batch = c2.select_slider("Batch size", [16, 32, 64, 128, 256, 512, 1024], value=D.batch_size, key="tr_batch")
+batch = c2.select_slider("Batch size", [16, 32, 64, 128, 256, 512, 1024], key="tr_batch")
 tau = c2.slider("Temperature τ", 0.05, 1.0, M.temperature, 0.01, key="tr_tau")
 budget = c3.radio("Budget", ["epochs", "seconds"], horizontal=True, key="tr_budget")
 amount = c3.number_input("Epochs" if budget == "epochs" else "Seconds", min_value=0.1 if budget == "epochs" else 5.0,
@@ -48,7 +69,8 @@ knn_every = c3.number_input("kNN monitor every (steps, 0 = off)", 0, 10**6, D.kn
 lr = c3.number_input("Peak learning rate (AdamW)", 1e-5, 1.0, suggested_lr(encoder), format="%.4g", key=f"tr_lr_{encoder}")
 
 policy = augmentation_knobs(D.augment)
-cfg = replace(D, method=method, encoder=encoder, encoder_width=width, dataset=dataset, dataset_label=label, augment=policy_to_spec(policy),
+cfg = replace(D, method=method, encoder=encoder, encoder_width=width, dataset=dataset, dataset_label=label, image_size=image_size,
+              augment=policy_to_spec(policy),
               batch_size=batch, lr=float(lr), seed=int(seed), knn_every=int(knn_every), method_cfg=replace(M, temperature=tau),
               **({"epochs": float(amount)} if budget == "epochs" else {"time_budget": float(amount)}))
 try:

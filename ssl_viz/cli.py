@@ -24,6 +24,18 @@ from ssl_viz.evaluate import KNN_K, KNN_TEMPERATURE
 from ssl_viz.jobs.validate import ConfigError, check_types, validate_config
 from ssl_viz.rundir import CHECKPOINT, RunDirError, run_name
 
+
+def image_size_arg(text: str) -> int:
+    """``--image-size``'s argparse type: a whole number of pixels, 8..1024, else one sentence (exit 2)."""
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of pixels between 8 and 1024, got {text!r}") from None
+    if not 8 <= size <= 1024:
+        raise argparse.ArgumentTypeError(f"must be between 8 and 1024 px, got {size}")
+    return size
+
+
 # flag -> (dest in TrainConfig or MethodConfig, type, help). Defaults live in ssl_viz.config only.
 TRAIN_FLAGS = {
     "--method": ("method", str, "simclr, memory_bank, moco, swav, byol or supervised"),
@@ -31,6 +43,7 @@ TRAIN_FLAGS = {
     "--width": ("encoder_width", int, "base width of small-cnn / resnet18-cifar"),
     "--dataset": ("dataset", str, "digits, fashion-mnist, textures, shapes, photos, folder:PATH"),
     "--label": ("dataset_label", str, "factor used as label (shapes, textures)"),
+    "--image-size": ("image_size", image_size_arg, "train at N x N px (folder:PATH datasets, 8..1024; default: the folder's 64)"),
     "--augment": ("augment", str, "augmentation policy, e.g. simclr or 'simclr+rotate90_p=0.5'"),
     "--epochs": ("epochs", float, "number of epochs (ignored with --time-budget)"),
     "--time-budget": ("time_budget", float, "train for this many seconds"),
@@ -97,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="which images (default: all for folder:PATH, test for the built-in sets)")
             p.add_argument("--out", type=Path, required=True,
                            help=".npz of embeddings, labels and (folders) file names; skipped files go to OUT.skipped.tsv")
+            p.add_argument("--image-size", type=image_size_arg, default=None, metavar="N",
+                           help="embed a folder:PATH at N x N px (default: the size the model was trained at, else 64)")
         else:
             p.add_argument("--split", default="test", choices=["test", "all"],
                            help="images of alignment and uniformity: the test split, or all (train + test); "
@@ -206,7 +221,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if cfg.dataset.startswith("folder:") and not args.quiet:
             from ssl_viz.data import load_dataset
 
-            load_dataset(cfg.dataset, "train", progress=progress_line())  # the store's first build, with a progress line
+            load_dataset(cfg.dataset, "train", progress=progress_line(), image_size=cfg.image_size)  # the store's first build
         run_dir = args.out or Path("runs") / run_name(cfg)
         if (Path(run_dir) / CHECKPOINT).exists():
             raise CliError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
@@ -224,6 +239,17 @@ def _load(args: argparse.Namespace):
     if Path(args.checkpoint).is_file() and env_rank() == 0:  # under torchrun: once, not once per rank
         print(f"loaded {Path(args.checkpoint).name} as {args.encoder}: {model.report.summary()}", file=sys.stderr)
     return model
+
+
+def trained_image_size(checkpoint: str | Path) -> int | None:
+    """The ``image_size`` in the training config (``config.json``) of run directory ``checkpoint``, or None (a
+    checkpoint file, a foreign model, or a run trained at its dataset's own size)."""
+    from ssl_viz.fileio import read_json
+    from ssl_viz.rundir import CONFIG
+
+    data = read_json(Path(checkpoint) / CONFIG) if Path(checkpoint).is_dir() else None
+    size = data.get("image_size") if isinstance(data, dict) else None
+    return size if isinstance(size, int) and not isinstance(size, bool) and 8 <= size <= 1024 else None
 
 
 def strict_json(obj) -> str:
@@ -325,8 +351,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
             torch.cuda.set_device(device)  # NCCL's collectives run on this rank's GPU
         group = init_distributed("nccl" if device.type == "cuda" else "gloo", timedelta(seconds=EMBED_TIMEOUT_S))
 
+    image_size = args.image_size or (trained_image_size(args.checkpoint) if args.dataset.startswith("folder:") else None)
+
     def load(progress):
-        return load_dataset(args.dataset, args.split, label=args.label, progress=progress)
+        return load_dataset(args.dataset, args.split, label=args.label, progress=progress, image_size=image_size)
 
     def embed_slice(images):
         model.encoder.to(device)

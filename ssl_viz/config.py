@@ -72,7 +72,15 @@ class MethodConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run needs; saved as the run's ``config.json``."""
+    """Everything a training run needs; saved as the run's ``config.json``.
+
+    ``image_size``: the side, in pixels, the images are trained at. For ``folder:PATH`` datasets it is the folder's
+    ``size`` load option (short side resized, centre crop; None: the folder's default, 64 px), used alike for the
+    training images and the kNN monitor's held-out ones. Built-in and standard-format datasets (``digits`` 8 px,
+    ``fashion-mnist`` 28, ``cifar10`` 32, ``stl10`` 96, ...) have one fixed size: a different ``image_size`` is
+    refused with one sentence rather than resized, as upsampling adds no detail and only costs compute; their own
+    size is accepted. Old ``config.json`` files without the key load with None.
+    """
 
     # The defaults are the recipe tuned for time to quality on a laptop CPU (bench/recipe_search.py,
     # bench/RESULTS.md): a 4-block CNN of width 16, AdamW at a high peak lr, the "simclr-small" policy.
@@ -81,6 +89,7 @@ class TrainConfig:
     encoder_width: int = 16             # base width for the CIFAR-style ResNet / small CNN
     dataset: str = "fashion-mnist"
     dataset_label: str | None = None    # relabel by a factor (for kNN monitoring)
+    image_size: int | None = None       # side in px, 8..1024; None: the dataset's own (a folder's default 64), see below
     augment: str = "simclr-small"       # policy name or spec, see ssl_viz.augment.parse_policy
     epochs: float = 1.0
     time_budget: float | None = None    # seconds; when set it overrides epochs
@@ -110,6 +119,74 @@ SUGGESTED_LR = {"small-cnn": 8e-3, "resnet18-cifar": 4e-3, "vit-tiny": 1e-3}
 def suggested_lr(encoder: str) -> float:
     """A peak learning rate that suits ``encoder`` (transformers and large ImageNet bodies want smaller ones)."""
     return SUGGESTED_LR.get(encoder, 2e-3)
+
+
+IMAGE_SIZES = (32, 64, 96, 128, 224)   # the sizes the Train page offers and :func:`suggested_recipe` was measured at
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What to train at one image size on one kind of device, and why.
+
+    Attributes:
+        encoder: a name of :data:`ssl_viz.encoders.ENCODERS`.
+        encoder_width: base width of ``small-cnn`` / ``resnet18-cifar`` (TrainConfig's 16 for the torchvision
+            bodies, which have their own widths).
+        batch_size: images per step; lr: peak AdamW learning rate (:func:`suggested_lr` of the encoder).
+        reason: one clause, lower case and without a full stop, for "For 96 px images on the CPU: ... — reason".
+    """
+
+    encoder: str
+    encoder_width: int
+    batch_size: int
+    lr: float
+    reason: str
+
+
+# (largest side of the band, recipe); a size falls in the first band whose top it does not exceed (the tops are the
+# midpoints between the measured sizes, so a size takes the nearest one's recipe). The CPU recipes come from
+# bench/image_sizes.py (SimCLR steps, batch 32, images/s per core and the memory a step adds; bench/RESULTS.md,
+# "Image sizes (CPU)"), with batches kept to about 2 GB a step; the CUDA ones are the literature's usual recipes.
+_CPU_RECIPES = (
+    (48, Recipe("small-cnn", 16, 256, SUGGESTED_LR["small-cnn"],
+                "the small CNN trained 800 images/s per core at 32 px, 5x any other encoder measured, and a batch of 256 adds "
+                "about 0.5 GB")),
+    (80, Recipe("small-cnn", 16, 256, SUGGESTED_LR["small-cnn"],
+                "the small CNN trained 230 images/s per core at 64 px, 4x any other encoder measured, and a batch of 256 adds "
+                "about 1.1 GB")),
+    (112, Recipe("resnet18", 16, 64, 2e-3,
+                 "the small CNN is 4x faster but sees only 17 px at a time, and resnet18's ImageNet stem trained 24 images/s per "
+                 "core at 96 px, faster than resnet18-cifar at half mobilenet_v2's memory; batch 64 adds about 1.1 GB")),
+    (176, Recipe("resnet18", 16, 64, 2e-3,
+                 "the small CNN is 4x faster but sees only 17 px at a time, and resnet18's ImageNet stem trained 15 images/s per "
+                 "core at 128 px with less than half mobilenet_v2's memory; batch 64 adds about 1.7 GB")),
+    (None, Recipe("resnet18", 16, 32, 2e-3,
+                  "resnet18 was the fastest deep encoder measured at 224 px (5.7 images/s per core, mobilenet_v2 4.2, "
+                  "resnet18-cifar 3.2), the small CNN sees only 17 px of it, and batch 32 adds about 2 GB")),
+)
+_CUDA_RECIPES = (
+    (80, Recipe("resnet18-cifar", 64, 512, SUGGESTED_LR["resnet18-cifar"],
+                "the literature's usual GPU recipe for small images, not measured here: SimCLR's CIFAR-10 set-up, a CIFAR-stem "
+                "ResNet-18 at batch 512")),
+    (176, Recipe("resnet18", 16, 256, 2e-3,
+                 "the literature's usual GPU recipe for 96-128 px (STL-10), not measured here: an ImageNet-stem ResNet-18 at "
+                 "batch 256")),
+    (None, Recipe("resnet50", 16, 256, 2e-3,
+                  "the literature's usual GPU recipe for 224 px (SimCLR and MoCo on ImageNet), not measured here: ResNet-50 at "
+                  "batch 256, or resnet18 where memory is short")),
+)
+
+
+def suggested_recipe(image_size: int, device: str) -> Recipe:
+    """The encoder, width, batch size and peak lr to train ``image_size`` px images with on ``device``.
+
+    Sizes between the measured ones (32, 64, 96, 128, 224) take the nearest band's recipe; ``device`` is "cpu",
+    "cuda" (also "cuda:1"), or "auto"/"mps" (treated as a GPU when it starts with "cuda", else as the CPU).
+    The CPU figures are measured (bench/image_sizes.py); the CUDA ones are the literature's and say so.
+    """
+    size = int(image_size)
+    bands = _CUDA_RECIPES if str(device).startswith("cuda") else _CPU_RECIPES
+    return next(recipe for top, recipe in bands if top is None or size <= top)
 
 
 def to_dict(cfg: Any) -> dict:

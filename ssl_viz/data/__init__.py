@@ -41,7 +41,8 @@ FIXED_OPTIONS: dict[str, dict] = {"cifar10": {"variant": "cifar10"}, "cifar100":
 
 SPLITS = ("train", "test", "all")
 
-__all__ = ["DATASETS", "SPLITS", "DatasetError", "ImageDataset", "dataset_names", "display_title", "load_dataset", "split_indices"]
+__all__ = ["DATASETS", "SPLITS", "DatasetError", "ImageDataset", "check_image_size", "dataset_names", "display_title", "load_dataset",
+           "split_indices"]
 
 
 def dataset_names() -> list[str]:
@@ -103,7 +104,17 @@ def display_title(name: str) -> str:
 ZIP_NAME_FILE = ".zip-name"  # written beside an unpacked upload (hidden: never scanned as an image)
 
 
-def load_dataset(name: str, split: str = "train", label: str | None = None, progress=None, **options) -> ImageDataset:
+def check_image_size(size) -> int:
+    """``size`` as an int side in pixels, 8..1024; :class:`DatasetError` (one sentence) for anything else."""
+    if isinstance(size, bool) or not isinstance(size, int | np.integer):
+        raise DatasetError(f"image size must be a whole number of pixels between 8 and 1024, got {size!r}")
+    if not 8 <= int(size) <= 1024:
+        raise DatasetError(f"image size must be between 8 and 1024 px, got {size}")
+    return int(size)
+
+
+def load_dataset(name: str, split: str = "train", label: str | None = None, progress=None, image_size: int | None = None,
+                 **options) -> ImageDataset:
     """Load dataset ``name``'s ``split``, cached per process.
 
     Args:
@@ -113,13 +124,27 @@ def load_dataset(name: str, split: str = "train", label: str | None = None, prog
         label: relabel by this factor (datasets with factors only).
         progress: for a folder whose image store must be built first, ``progress(fraction, text)`` as it is
             built (not part of the cache key).
+        image_size: the side in pixels (8..1024; None: the dataset's own). A folder loads at it (its ``size`` option);
+            any other dataset has one fixed size and is refused (one sentence) unless ``image_size`` is that size.
         options: dataset-specific keyword options (e.g. ``n=2000`` for procedural sets).
 
     Raises:
-        DatasetError: unknown name, bad split or option, or the dataset cannot be read.
+        DatasetError: unknown name, bad split or option, an image size a fixed-size dataset does not have, or the
+            dataset cannot be read.
     """
     if split not in SPLITS:
         raise DatasetError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    if image_size is not None:
+        image_size = check_image_size(image_size)
+        if name.startswith("folder:"):
+            options = {**options, "size": image_size}
+        else:
+            ds = load_dataset(name, split, label=label, progress=progress, **options)
+            if ds.image_size != (image_size, image_size):
+                h, w = ds.image_size
+                raise DatasetError(f"{display_title(name)} has {h}x{w} px images and cannot be trained or embedded at "
+                                   f"{image_size} px; image size applies to folder:PATH datasets, leave it unset here")
+            return ds
     if progress is not None and name.startswith("folder:"):
         key, extra = _resolve(name)
         module = importlib.import_module(DATASETS[key][0])

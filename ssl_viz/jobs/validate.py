@@ -45,6 +45,8 @@ def validate_config(cfg: TrainConfig) -> None:
     key, colon, _ = cfg.dataset.partition(":")
     if not (colon and key in PATH_NAMES) and cfg.dataset not in DATASETS:  # folders (NAME:PATH) are checked on load
         raise ConfigError(f"unknown dataset {cfg.dataset!r}; choose one of: {', '.join(DATASETS)} (folder:PATH, cifar10:PATH, ...)")
+    if cfg.image_size is not None and not 8 <= cfg.image_size <= 1024:
+        raise ConfigError(f"--image-size must be between 8 and 1024 px, got {cfg.image_size}")
     if cfg.batch_size < 2:
         raise ConfigError("--batch-size must be at least 2 (contrastive losses need negatives)")
     try:

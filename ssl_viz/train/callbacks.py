@@ -86,7 +86,7 @@ def held_out(trainer: TrainerView, what: str) -> ImageDataset | None:
     if trainer.test_data is not None:
         return trainer.test_data
     try:
-        return load_dataset(trainer.cfg.dataset, "test", label=trainer.cfg.dataset_label)
+        return load_dataset(trainer.cfg.dataset, "test", label=trainer.cfg.dataset_label, image_size=trainer.cfg.image_size)
     except DatasetError as exc:
         print(f"note: {what} is off: {exc}", file=sys.stderr)
         return None

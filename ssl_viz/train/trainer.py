@@ -128,11 +128,13 @@ class Trainer:
     def from_config(cls, cfg: TrainConfig, run_dir: str | Path, callbacks: list[Callback] | None = None,
                     dataset: ImageDataset | None = None, test_dataset: ImageDataset | None = None, command: str = "") -> Trainer:
         """A Trainer for ``cfg``: joins the process group under ``torchrun``, seeds torch with ``cfg.seed + rank``,
-        loads ``cfg.dataset`` (or takes ``dataset``; at most ``cfg.max_train_images`` of it), builds the encoder,
+        loads ``cfg.dataset`` at ``cfg.image_size`` (or takes ``dataset``; at most ``cfg.max_train_images`` of it),
+        builds the encoder,
         the method and the augmentation. ``callbacks=None``: the default callbacks of ``cfg``."""
         rank = init_distributed().rank
         torch.manual_seed(cfg.seed + rank)
-        data = dataset if dataset is not None else load_dataset(cfg.dataset, "train", label=cfg.dataset_label)
+        data = dataset if dataset is not None else load_dataset(cfg.dataset, "train", label=cfg.dataset_label,
+                                                                 image_size=cfg.image_size)
         if cfg.max_train_images:
             data = data.head(cfg.max_train_images, seed=cfg.seed)
         check_trainable(cfg, data)
