@@ -118,10 +118,9 @@ def phase(name: str, folder: str, size: int, min_time: float) -> dict:
         out["train_images"] = len(train)
         out["batch_size"] = cfg.batch_size
     elif name == "embed":
+        from ssl_viz.config import TrainConfig
         from ssl_viz.encoders import build_encoder
         from ssl_viz.evaluate import embed_dataset
-
-        from ssl_viz.config import TrainConfig
 
         cfg = TrainConfig()  # the encoder the training phase trains: the default recipe's
         encoder = build_encoder(cfg.encoder, data.channels, cfg.encoder_width).eval()
@@ -166,7 +165,8 @@ def table(n: int, size: int, made_s: float, rows: dict) -> str:
         f"| SimCLR training from the store ({t['train_images']:,} train images, batch {t['batch_size']}) "
         f"| {t['store_images_per_s']:,.0f} images/s | {t['store_peak_rss_mib']:,.0f} |",
         f"| the same, images copied into RAM | {t['ram_images_per_s']:,.0f} images/s; **ratio store / RAM {t['ratio']:.2f}** | {t['peak_rss_mib']:,.0f} |",
-        f"| embedding all {e['images']:,} ({e['encoder']}, batch 512) | {e['embed_s']:.1f} s, **{e['images_per_s']:,.0f} images/s** | {e['peak_rss_mib']:,.0f} |",
+        f"| embedding all {e['images']:,} ({e['encoder']}, batch 512) "
+        f"| {e['embed_s']:.1f} s, **{e['images_per_s']:,.0f} images/s** | {e['peak_rss_mib']:,.0f} |",
     ]
     return "\n".join(lines)
 
