@@ -11,10 +11,10 @@ one class each, cut into random crops of 10-60 % of the side, resized to ``--siz
 * ``decode``: the first ``load_dataset("folder:PATH", "all")``: every file listed, decoded in threads and written
   into the memory-mapped store (images/s, the store's size on disk, the process's peak resident memory);
 * ``reopen``: the same call in a new process (the folder listed and stat'ed, the store mapped: no image read);
-* ``train``: SimCLR ``Trainer.train_step`` images/s (default recipe, small CNN) with the training split read from
+* ``train``: SimCLR ``Trainer.train_step`` images/s (the Train page's suggested recipe for the size; 64 px: the default) with the training split read from
   the store's memory map, against the same images copied into RAM first (``ratio`` = store / RAM), and the peak
   resident memory of the store-backed process;
-* ``embed``: ``embed_dataset`` of all images with the default recipe's encoder (images/s).
+* ``embed``: ``embed_dataset`` of all images with that recipe's encoder (images/s).
 
 Prints one JSON line per phase and a Markdown table for ``bench/RESULTS.md``.
 """
@@ -102,7 +102,12 @@ def phase(name: str, folder: str, size: int, min_time: float) -> dict:
         from ssl_viz.train import Trainer
 
         train = load_dataset(f"folder:{folder}", "train", size=size)
-        cfg = TrainConfig(dataset=f"folder:{folder}", knn_every=0)
+        from ssl_viz.config import suggested_recipe
+
+        r = suggested_recipe(size, "cpu")  # the Train page's suggestion for this size (64 px: the default recipe)
+        cfg = TrainConfig(dataset=f"folder:{folder}", knn_every=0, image_size=size, encoder=r.encoder, encoder_width=r.encoder_width,
+                          batch_size=r.batch_size, lr=r.lr)
+        out["encoder"] = f"{r.encoder} width {r.encoder_width}" if r.encoder in ("small-cnn", "resnet18-cifar") else r.encoder
         with tempfile.TemporaryDirectory() as tmp:
             ram = None
             for source in ("store", "ram", "store", "ram"):  # interleaved, best of two: drifts in machine speed hit both
@@ -118,13 +123,13 @@ def phase(name: str, folder: str, size: int, min_time: float) -> dict:
         out["train_images"] = len(train)
         out["batch_size"] = cfg.batch_size
     elif name == "embed":
-        from ssl_viz.config import TrainConfig
+        from ssl_viz.config import TrainConfig, suggested_recipe
         from ssl_viz.encoders import build_encoder
         from ssl_viz.evaluate import embed_dataset
 
-        cfg = TrainConfig()  # the encoder the training phase trains: the default recipe's
-        encoder = build_encoder(cfg.encoder, data.channels, cfg.encoder_width).eval()
-        out["encoder"] = f"{cfg.encoder} width {cfg.encoder_width}"
+        r = suggested_recipe(size, "cpu")  # the encoder the training phase trains
+        encoder = build_encoder(r.encoder, data.channels, r.encoder_width).eval()
+        out["encoder"] = f"{r.encoder} width {r.encoder_width}" if r.encoder in ("small-cnn", "resnet18-cifar") else r.encoder
         start = time.perf_counter()
         with torch.inference_mode():
             z = embed_dataset(encoder, data.images, batch_size=512)
@@ -177,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "ssl-viz-folder-100k")
     parser.add_argument("--min-time", type=float, default=20.0, help="seconds each training throughput is timed")
+    parser.add_argument("--phases", default="decode,reopen,train,embed", help="which phases to run, in order (comma-separated)")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.phase:
@@ -186,10 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"folder": str(args.folder), "written_s": made}), flush=True)
     rows = {}
     with tempfile.TemporaryDirectory() as cache:
-        for name in ("decode", "reopen", "train", "embed"):
+        for name in args.phases.split(","):
             rows[name] = run_phase(name, args.folder, args.size, Path(cache), args.min_time)
             print(json.dumps(rows[name]), flush=True)
-    print(table(args.n, args.size, made, rows))
+    if {"decode", "reopen", "train", "embed"} <= set(rows):
+        print(table(args.n, args.size, made, rows))
     return 0
 
 

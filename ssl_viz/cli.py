@@ -110,9 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="which images (default: all for folder:PATH, test for the built-in sets)")
             p.add_argument("--out", type=Path, required=True,
                            help=".npz of embeddings, labels and (folders) file names; skipped files go to OUT.skipped.tsv")
-            p.add_argument("--image-size", type=image_size_arg, default=None, metavar="N",
-                           help="embed a folder:PATH at N x N px (default: the size the model was trained at, else 64)")
-        else:
+        p.add_argument("--image-size", type=image_size_arg, default=None, metavar="N",
+                       help=f"{name} a folder:PATH at N x N px (default: the size the model was trained at, else 64)")
+        if name == "evaluate":
             p.add_argument("--split", default="test", choices=["test", "all"],
                            help="images of alignment and uniformity: the test split, or all (train + test); "
                                 "kNN and linear accuracy are always train -> test (held out)")
@@ -446,8 +446,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     _check_numbers(args)
     model = _load(args)
-    train_ds = load_dataset(args.dataset, "train", label=args.label, progress=progress_line())
-    test_ds = load_dataset(args.dataset, "test", label=args.label)
+    image_size = args.image_size or (trained_image_size(args.checkpoint) if args.dataset.startswith("folder:") else None)
+    train_ds = load_dataset(args.dataset, "train", label=args.label, progress=progress_line(), image_size=image_size)
+    test_ds = load_dataset(args.dataset, "test", label=args.label, image_size=image_size)
     _folder_report(args.dataset, "test")
     if args.max_train is not None:
         train_ds = train_ds.head(args.max_train)

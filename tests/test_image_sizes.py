@@ -84,6 +84,20 @@ def test_embed_image_size_flag_overrides_the_trained_size(colour_folder, tmp_pat
     assert np.load(out)["embeddings"].shape[0] == 8
 
 
+def test_evaluate_reads_a_folder_at_the_trained_size_or_the_flag(colour_folder, tmp_path, monkeypatch, isolated_cache, tiny_model_dir, capsys):
+    """evaluate, like embed: --image-size N, else the size in the run's config.json, else the folder's 64 px."""
+    sizes = []
+    real = data_module.load_dataset
+    monkeypatch.setattr(data_module, "load_dataset", lambda *a, **k: sizes.append(k.get("image_size")) or real(*a, **k))
+    argv = ["evaluate", "--checkpoint", str(tiny_model_dir), "--dataset", f"folder:{colour_folder}", "--k", "3"]
+    assert main([*argv, "--image-size", "32"]) == 0, capsys.readouterr().err
+    assert sizes == [32, 32]  # train (the kNN bank) and test at the same size
+    sizes.clear()
+    config = json.loads((tiny_model_dir / "config.json").read_text()) if (tiny_model_dir / "config.json").exists() else None
+    assert main(argv) == 0
+    assert sizes == [config.get("image_size") if config else None] * 2
+
+
 # --------------------------------------------------------------------------- bad sizes, fixed-size datasets
 
 
