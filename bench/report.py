@@ -197,7 +197,8 @@ def main() -> None:
     titles = {"time": "Time to quality (CPU)", "recipes": "Recipe search (how the default recipe was chosen)",
               "throughput": "Training throughput (CPU)", "extraction": "Embedding extraction (CPU)",
               "projection": "Projections (CPU)", "retrieval": "Retrieval (CPU)", "browser": "Page render times (browser)", "gpu": "GPU"}
-    kept = previous_sections(args.out) if only else {}
+    previous = previous_sections(args.out)  # read before the partial writes below replace the file
+    kept = previous if only else {}
     doc = ["# ssl-viz benchmark results", "", section_machine()]
     for key in SECTIONS:
         if key in skip:
@@ -208,7 +209,6 @@ def main() -> None:
         body = section_time(args.retrain) if key == "time" else globals()[f"section_{key}"]()
         doc += ["", f"## {titles[key]}", "", body]
         args.out.write_text("\n".join(doc) + "\n")  # partial results survive an interrupted run
-    previous = previous_sections(args.out)
     for title, body in previous.items():  # sections written by the long, separate benchmarks (classroom, memory) stay
         if title not in titles.values():
             doc += ["", f"## {title}", "", body]

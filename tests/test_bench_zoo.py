@@ -97,3 +97,20 @@ def test_shipped_zoo_models_load_and_carry_their_evaluation(name):
     assert (run / "checkpoint.safetensors").stat().st_size < 8 * 2**20
     load_model(run)
     assert f"| `{name}` | {card['method']} |" in zoo.markdown_table(ROOT / "models")
+
+
+def test_the_report_keeps_the_sections_of_the_separate_benchmarks(tmp_path, monkeypatch):
+    """`make bench` rewrites its own sections and keeps the ones the long, separate benchmarks wrote (classroom,
+    memory, diagnosis, image store), also when it writes partial results as it goes."""
+    from bench import report
+
+    out = tmp_path / "RESULTS.md"
+    out.write_text("# ssl-viz benchmark results\n\n## Retrieval (CPU)\n\nold\n\n## Classroom: 20 browser sessions on one server\n\nkept figures\n")
+    monkeypatch.setattr(report, "SECTIONS", ("retrieval",))
+    monkeypatch.setattr(report, "section_retrieval", lambda: "new figures")
+    monkeypatch.setattr(report, "section_machine", lambda: "machine")
+    monkeypatch.setattr(sys, "argv", ["report", "--out", str(out)])
+    report.main()
+    sections = report.previous_sections(out)
+    assert sections["Retrieval (CPU)"] == "new figures"
+    assert sections["Classroom: 20 browser sessions on one server"] == "kept figures"
