@@ -25,6 +25,7 @@ st.markdown("Train an encoder with no labels: the method pulls two augmented vie
             "others wait in a queue.")
 
 D, M = TrainConfig(), MethodConfig()
+TRAIN_PAGE_KNN_EVERY_S = 3.0  # the live chart's time cadence: a 29 s default run reads about eight times
 ws = current_workspace()
 c1, c2, c3 = st.columns(3)
 method = c1.selectbox("Method", list(METHODS), index=list(METHODS).index(D.method), key="tr_method")
@@ -66,12 +67,14 @@ amount = c3.number_input("Epochs" if budget == "epochs" else "Seconds", min_valu
                          value=D.epochs if budget == "epochs" else 300.0, key=f"tr_amount_{budget}")
 seed = c3.number_input("Seed", 0, 10**6, D.seed, key="tr_seed")
 knn_every = c3.number_input("kNN monitor every (steps, 0 = off)", 0, 10**6, D.knn_every, key="tr_knn")
+knn_every_s = c3.number_input("… and every (seconds, 0 = off)", 0.0, 3600.0, TRAIN_PAGE_KNN_EVERY_S, 1.0, key="tr_knn_s",
+                              help="a curve from the first seconds of a short run; the monitor never takes more than a fifth of the time")
 lr = c3.number_input("Peak learning rate (AdamW)", 1e-5, 1.0, suggested_lr(encoder), format="%.4g", key=f"tr_lr_{encoder}")
 
 policy = augmentation_knobs(D.augment)
 cfg = replace(D, method=method, encoder=encoder, encoder_width=width, dataset=dataset, dataset_label=label, image_size=image_size,
               augment=policy_to_spec(policy),
-              batch_size=batch, lr=float(lr), seed=int(seed), knn_every=int(knn_every), method_cfg=replace(M, temperature=tau),
+              batch_size=batch, lr=float(lr), seed=int(seed), knn_every=int(knn_every), knn_every_s=float(knn_every_s), method_cfg=replace(M, temperature=tau),
               **({"epochs": float(amount)} if budget == "epochs" else {"time_budget": float(amount)}))
 try:
     st.code("python -m ssl_viz train " + shlex.join(train_flags(cfg)), language="bash")

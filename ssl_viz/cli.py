@@ -55,6 +55,7 @@ TRAIN_FLAGS = {
     "--device": ("device", str, "auto, cpu, cuda, cuda:1, mps"),
     "--max-train-images": ("max_train_images", int, "use a random subset of the training set"),
     "--knn-every": ("knn_every", int, "steps between kNN monitor evaluations (0: off)"),
+    "--knn-every-s": ("knn_every_s", float, "also every this many seconds, never more than 20 %% of the run's time (0: steps only)"),
     "--knn-samples": ("knn_samples", int, "test images of the kNN monitor (0: the full protocol, whole test vs whole train set)"),
     "--log-every": ("log_every", int, "steps between metric log lines"),
     "--checkpoint-every": ("checkpoint_every", float, "seconds between checkpoints"),

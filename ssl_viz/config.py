@@ -106,6 +106,7 @@ class TrainConfig:
     compile: bool = False
     log_every: int = 10
     knn_every: int = 200                # steps between kNN monitor evaluations; 0 disables
+    knn_every_s: float = 0.0            # also every this many seconds (at most 20 % of the time); 0: steps only. The Train page uses 3
     knn_samples: int = 2000
     checkpoint_every: float = 60.0      # seconds between checkpoints
     max_train_images: int | None = None

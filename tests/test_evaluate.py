@@ -192,3 +192,17 @@ def test_check_embeddings_refuses_nan_and_overflow_and_passes_the_rest():
         check_embeddings(bad.numpy())
     with pytest.raises(EmbeddingError, match=r"1 of 6 rows are too large to normalise in float32 \(norm up to 2"):
         check_embeddings(torch.cat([z[:5], torch.full((1, 4), 1e19)]))
+
+
+def test_pixel_knn_accuracy_matches_the_naive_formula_on_flattened_pixels():
+    """Raw pixels' kNN (the live chart's floor): uint8 images flattened to [0, 1] vectors, the same weighted kNN."""
+    from ssl_viz.evaluate import pixel_knn_accuracy
+
+    gen = torch.Generator().manual_seed(3)
+    bank = torch.randint(0, 256, (50, 1, 4, 4), generator=gen, dtype=torch.uint8)
+    queries = torch.randint(0, 256, (12, 1, 4, 4), generator=gen, dtype=torch.uint8)
+    bank_labels, query_labels = torch.randint(0, 3, (50,), generator=gen), torch.randint(0, 3, (12,), generator=gen)
+    flat = lambda x: x.reshape(len(x), -1).double().numpy() / 255.0  # noqa: E731
+    votes = naive_weighted_knn(flat(bank), bank_labels.numpy(), flat(queries), 3, 7, 0.1)
+    expected = float((votes.argmax(1) == query_labels.numpy()).mean())
+    assert pixel_knn_accuracy(bank, bank_labels, queries, query_labels, k=7, temperature=0.1) == pytest.approx(expected)

@@ -69,12 +69,14 @@ def test_train_page_starts_a_run_and_cancels_it(runs_env):
     at.toggle(key=f"tr_{TrainConfig().augment}_blur_on").set_value(True)
     no_exception(at.run())
     assert "--width 8" in at.code[0].value and "blur_p" in at.code[0].value
+    assert "--knn-every-s 3.0" in at.code[0].value  # the page's time cadence: a short run's curve from its first seconds
     at.button(key="tr_start").click()
     no_exception(at.run())
     runs = [p for p in runs_env.iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert len(runs) == 1
     job = read_json(runs[0] / "job.json")
     assert "--config" in job["argv"] and job["config"]["batch_size"] == 64 and job["config"]["encoder_width"] == 8 and "blur_p" in job["config"]["augment"]
+    assert job["config"]["knn_every_s"] == 3.0
     assert at.selectbox(key="tr_watch").value == str(runs[0])
     assert at.button(key="tr_cancel") is not None  # the live panel offers to cancel
     at.button(key="tr_cancel").click()
@@ -121,3 +123,19 @@ def test_runs_page_table_compare_and_evolution(runs_env, tiny_model_dir):
 def test_runs_page_without_runs(runs_env):
     at = no_exception(AppTest.from_file("../pages/runs.py", default_timeout=TIMEOUT).run())
     assert any("no runs yet" in i.value.lower() for i in at.info)
+
+
+def test_live_chart_draws_the_monitors_yardsticks_as_reference_lines():
+    import pandas as pd
+
+    from ssl_viz.analysis.runs import CURVE_METRICS, live_figure
+
+    df = pd.DataFrame([{"step": 0, "time": 0.0, "knn_top1": 0.61, "knn_untrained": 0.61, "knn_raw_pixels": 0.70},
+                       {"step": 10, "time": 3.1, "loss": 5.0, "knn_top1": 0.72}, {"step": 20, "time": 6.2, "knn_top1": 0.76}])
+    df = df.reindex(columns=[*df.columns, *[m for m in CURVE_METRICS if m not in df]])  # as curve_frame gives it
+    fig = live_figure(df)
+    lines = sorted(shape.y0 for shape in fig.layout.shapes)
+    assert lines == [0.61, 0.70]
+    texts = [a.text for a in fig.layout.annotations]
+    assert "untrained encoder 0.610" in texts and "raw pixels 0.700" in texts
+    assert not live_figure(df.drop(columns=["knn_untrained", "knn_raw_pixels"])).layout.shapes  # older runs: no lines

@@ -153,3 +153,31 @@ def test_trainer_takes_a_built_method_data_and_augmentation(tmp_path):
     assert state.stop_reason == "done" and state.step == 4
     assert not torch.equal(method.queue, queue)  # on_step_end enqueued the keys of StepOutput.state
     assert load_model(tmp_path / "run").card["steps"] == 4
+
+
+def test_knn_monitor_on_a_time_cadence_with_its_yardsticks_at_step_0(tmp_path):
+    """knn_every_s: a short run reads from its first seconds (steps off here), at most one measurement per
+    max(every_s, 4 x its cost); step 0 holds the untrained encoder's kNN and raw pixels' under the same protocol."""
+    from ssl_viz.evaluate import pixel_knn_accuracy
+
+    cfg = TrainConfig(method="simclr", time_budget=6.0, **{**TINY, "knn_every": 0}, knn_every_s=0.5)
+    state = train(cfg, tmp_path / "run")
+    records = [r for r in read_metrics(tmp_path / "run") if "knn_top1" in r]
+    first = records[0]
+    assert first["step"] == 0 and first["knn_top1"] == first["knn_untrained"]
+    data, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    test, bank = test.head(200, seed=1), data.head(400, seed=2)  # the monitor's sampled protocol (knn_samples=200)
+    assert first["knn_raw_pixels"] == pytest.approx(pixel_knn_accuracy(bank.images, bank.labels, test.images, test.labels))
+    timed = records[1:]
+    assert len(timed) >= 3, records  # a curve, not one dot at the end
+    times = [r["time"] for r in timed]
+    assert all(b - a >= 0.5 - 1e-6 for a, b in zip(times, times[1:-1]))  # the cadence (the last one is the end of the run)
+    assert len(timed) <= 6.0 / 0.5 + 2 and timed[-1]["step"] == state.step
+
+
+def test_knn_monitor_full_protocol_records_no_yardsticks(tmp_path):
+    """The full protocol (benchmarks' time-to-quality curves) spends no budget on the yardsticks."""
+    cfg = TrainConfig(method="simclr", epochs=0.2, **{**TINY, "knn_samples": 0})
+    train(cfg, tmp_path / "run")
+    records = [r for r in read_metrics(tmp_path / "run") if "knn_top1" in r]
+    assert records and all("knn_untrained" not in r and r["step"] > 0 for r in records)

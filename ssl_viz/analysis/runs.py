@@ -165,7 +165,8 @@ def curves_figure(frames: dict, metric: str, x: str = "step", log_y: bool = Fals
 
 
 def live_figure(df):
-    """Six small panels of one run: loss, learning rate, images/s, kNN top-1, alignment, uniformity."""
+    """Six small panels of one run: loss, learning rate, images/s, kNN top-1, alignment, uniformity; the kNN panel
+    with the monitor's yardsticks as reference lines (raw pixels, the untrained encoder) when the run recorded them."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -175,6 +176,13 @@ def live_figure(df):
         d = df[["step", metric]].dropna() if metric in df else df.iloc[:0]
         fig.add_trace(go.Scatter(x=d["step"], y=d[metric], mode="lines+markers" if len(d) < 30 else "lines", name=metric,
                                  line=dict(color=_palette(i)), showlegend=False), row=i // 3 + 1, col=i % 3 + 1)
+    knn_at = CURVE_METRICS.index("knn_top1")
+    for key, text, dash in (("knn_raw_pixels", "raw pixels", "dot"), ("knn_untrained", "untrained encoder", "dash")):
+        value = latest(df, key)
+        if value is not None:  # the monitor's yardsticks, same protocol (KnnMonitor records them at step 0)
+            fig.add_hline(y=value, line=dict(color="#888", dash=dash, width=1), annotation_text=f"{text} {value:.3f}",
+                          annotation_position="bottom right", annotation_font=dict(size=10, color="#666"),
+                          row=knn_at // 3 + 1, col=knn_at % 3 + 1)
     fig.update_layout(height=430, margin=dict(l=10, r=10, t=40, b=10))
     fig.update_xaxes(title_text="step", row=2)
     return fig

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from ssl_viz.config import TrainConfig
 
@@ -45,6 +46,8 @@ def validate_config(cfg: TrainConfig) -> None:
     key, colon, _ = cfg.dataset.partition(":")
     if not (colon and key in PATH_NAMES) and cfg.dataset not in DATASETS:  # folders (NAME:PATH) are checked on load
         raise ConfigError(f"unknown dataset {cfg.dataset!r}; choose one of: {', '.join(DATASETS)} (folder:PATH, cifar10:PATH, ...)")
+    if not (isinstance(cfg.knn_every_s, (int, float)) and math.isfinite(cfg.knn_every_s) and cfg.knn_every_s >= 0):
+        raise ConfigError(f"--knn-every-s must be a number of seconds, 0 or more, got {cfg.knn_every_s}")
     if cfg.image_size is not None and not 8 <= cfg.image_size <= 1024:
         raise ConfigError(f"--image-size must be between 8 and 1024 px, got {cfg.image_size}")
     if cfg.batch_size < 2:

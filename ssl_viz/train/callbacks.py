@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ssl_viz.config import TrainConfig
 from ssl_viz.data import DatasetError, ImageDataset, load_dataset
 from ssl_viz.device import device_name
-from ssl_viz.evaluate import alignment, embed_dataset, knn_accuracy, uniformity
+from ssl_viz.evaluate import alignment, embed_dataset, knn_accuracy, pixel_knn_accuracy, uniformity
 from ssl_viz.rundir import CHECKPOINT, append_metrics, read_evolution, read_status, write_evolution, write_status
 from ssl_viz.train.base import Callback, TrainerView
 
@@ -93,29 +93,40 @@ def held_out(trainer: TrainerView, what: str) -> ImageDataset | None:
 
 
 class KnnMonitor(Callback):
-    """Every ``every`` steps: weighted kNN top-1 (``KNN_K`` = 200 neighbours, ``KNN_TEMPERATURE`` = 0.1; the protocol of
-    :mod:`ssl_viz.evaluate`) and alignment/uniformity on held-out images.
+    """Every ``every`` steps, and with ``every_s`` also every ``every_s`` seconds: weighted kNN top-1 (``KNN_K`` = 200
+    neighbours, ``KNN_TEMPERATURE`` = 0.1; the protocol of :mod:`ssl_viz.evaluate`) and alignment/uniformity on
+    held-out images.
 
     ``samples`` test images against a bank of twice as many training images; with
     ``samples=0`` (or at least the test set's size) the full protocol: the whole test
-    set against the whole training set, as the time-to-quality curves need. With ``every=0`` it is off
-    and loads nothing; without labels or test images it turns itself off (a note on stderr). Results of
+    set against the whole training set, as the time-to-quality curves need. With ``every=0`` and ``every_s=0`` it is
+    off and loads nothing; without labels or test images it turns itself off (a note on stderr). Results of
     weights that embed as NaN/inf are not recorded.
+
+    The time cadence gives a short run a curve from its first seconds: a measurement is due once ``every_s`` seconds
+    have passed since the last one, and never sooner than four times what the last one took, so the monitor costs at
+    most a fifth of the run's time. A run that starts from step 0 on the sampled protocol first records its two
+    yardsticks under that protocol, at step 0: ``knn_untrained`` (the encoder before any step, also its first ``knn_top1``) and
+    ``knn_raw_pixels`` (:func:`~ssl_viz.evaluate.pixel_knn_accuracy`); the live chart draws them as reference lines.
     """
 
-    def __init__(self, every: int, samples: int = 2000) -> None:
-        self.every, self.samples = every, samples
+    def __init__(self, every: int, samples: int = 2000, every_s: float = 0.0) -> None:
+        self.every, self.samples, self.every_s = every, samples, float(every_s or 0.0)
         self.test = None
+        self._last_time, self._cost = 0.0, 0.0
 
     def on_train_start(self, trainer: TrainerView) -> None:
         self.test = None
-        if self.every and trainer.rank == 0 and trainer.data.has_labels:
+        if (self.every or self.every_s) and trainer.rank == 0 and trainer.data.has_labels:
             test = held_out(trainer, "the kNN monitor")
             if test is None or not test.has_labels:
                 return
             full = not self.samples or self.samples >= len(test)
             self.test = test if full else test.head(self.samples, seed=1)
             self.bank = trainer.data if full else trainer.data.head(self.samples * 2, seed=2)
+            self._last_time, self._cost = trainer.state.elapsed, 0.0
+            if trainer.state.step == 0 and not full:  # the full protocol (benchmarks) keeps its time for training
+                self._record_references(trainer)
 
     def measure(self, trainer: TrainerView) -> dict | None:
         method = trainer.method
@@ -136,20 +147,37 @@ class KnnMonitor(Callback):
         return {"knn_top1": knn_accuracy(bank, self.bank.labels, test, self.test.labels), "knn_n_test": len(self.test), "knn_n_bank": len(self.bank),
                 "alignment": alignment(z1, z2), "uniformity": uniformity(test)}
 
+    def _due(self, trainer: TrainerView) -> bool:
+        if self.every and trainer.state.step % self.every == 0:
+            return True
+        return bool(self.every_s) and trainer.state.elapsed - self._last_time >= max(self.every_s, 4.0 * self._cost)
+
     def on_step_end(self, trainer: TrainerView, logs: dict) -> None:
-        if self.test is not None and self.every and trainer.state.step % self.every == 0 and trainer.rank == 0:
+        if self.test is not None and trainer.rank == 0 and self._due(trainer):
             self._record(trainer)
 
     def on_train_end(self, trainer: TrainerView) -> None:
         if self.test is not None and trainer.rank == 0 and trainer.state.step > 0 and not str(trainer.state.stop_reason).startswith(("diverged", "failed")):
             self._record(trainer)
 
-    def _record(self, trainer: TrainerView) -> None:
+    def _record(self, trainer: TrainerView, extra: dict | None = None) -> None:
+        start = time.perf_counter()
         result = self.measure(trainer)
+        self._cost, self._last_time = time.perf_counter() - start, trainer.state.elapsed
         if result is None:
             return
         trainer.metrics.update(result)
-        append_metrics(trainer.run_dir, {"step": trainer.state.step, "time": round(trainer.state.elapsed, 3), **result})
+        append_metrics(trainer.run_dir, {"step": trainer.state.step, "time": round(trainer.state.elapsed, 3), **result, **(extra or {})})
+
+    def _record_references(self, trainer: TrainerView) -> None:
+        raw = pixel_knn_accuracy(self.bank.images, self.bank.labels, self.test.images, self.test.labels)
+        start = time.perf_counter()
+        result = self.measure(trainer)
+        self._cost = time.perf_counter() - start
+        record = {"step": 0, "time": 0.0, "knn_raw_pixels": raw}
+        if result is not None:
+            record.update(result, knn_untrained=result["knn_top1"])
+        append_metrics(trainer.run_dir, record)
 
 
 class Checkpointer(Callback):
@@ -266,7 +294,7 @@ def default_callbacks(cfg: TrainConfig, rank: int = 0, progress_bar: bool = Fals
     (plus a progress bar for the CLI); none on other ranks."""
     if rank != 0:
         return []
-    cbs: list[Callback] = [MetricsLog(cfg.log_every), KnnMonitor(cfg.knn_every, cfg.knn_samples), Checkpointer(cfg.checkpoint_every),
+    cbs: list[Callback] = [MetricsLog(cfg.log_every), KnnMonitor(cfg.knn_every, cfg.knn_samples, cfg.knn_every_s), Checkpointer(cfg.checkpoint_every),
                            EvolutionRecorder(cfg.knn_every)]
     if progress_bar:
         cbs.append(ProgressBar(cfg.log_every))
