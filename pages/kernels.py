@@ -1,5 +1,7 @@
 """Kernels: the convolution filters of one encoder, or two side by side."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from ssl_viz.analysis.kernels import (
@@ -27,7 +29,10 @@ st.latex(r"y_o(u, v) = \sum_{c} \sum_{i, j} W_{o, c, i, j}\; x_c(u + i,\, v + j)
 ws = current_workspace()
 labels = {str(p): f"{label} · {card.get('method', '?')}/{card.get('encoder', '?')}" for label, p, card in available_models()}
 others = [None] + [p for p in labels if p != ws.model]
-second = st.selectbox("Compare with", others, format_func=lambda p: "— none —" if p is None else labels[p],
+# By default beside the workspace encoder: a first layer large enough to show what trained filters look like
+REFERENCES = ("simclr-k7-photo-patches", "mobilenet_v2-imagenet")  # 16 colour 7x7 filters; ImageNet's 32 colour 3x3
+default = next((others.index(p) for name in REFERENCES for p in others if p is not None and Path(p).name == name), 0)
+second = st.selectbox("Compare with", others, index=default, format_func=lambda p: "— none —" if p is None else labels[p],
                       help="A second encoder shown side by side with the workspace encoder.", key="kern_second")
 c1, c2, c3 = st.columns(3)
 normalize = c1.radio("Scale", ["filter", "global"], horizontal=True,

@@ -58,7 +58,7 @@ where = "the GPU" if device_kind == "cuda" else "the CPU"
 width_text = f" width {recipe.encoder_width}" if recipe.encoder in ("small-cnn", "resnet18-cifar") else ""
 c2.caption(f"For {size} px images on {where}: {recipe.encoder}{width_text}, batch {recipe.batch_size} — {recipe.reason}.")
 encoder = c1.selectbox("Encoder", list(ENCODERS), key="tr_encoder", format_func=lambda e: f"{e} — {ENCODERS[e]}")
-width = c1.select_slider("Width", [8, 16, 32, 64], key="tr_width") if encoder in ("small-cnn", "resnet18-cifar") else D.encoder_width
+width = c1.select_slider("Width", [8, 16, 32, 64], key="tr_width") if encoder in ("small-cnn", "small-cnn-k7", "resnet18-cifar") else D.encoder_width
 label = c2.selectbox("Label factor (kNN monitor)", list(ds.factors), key="tr_label") if ds.factors else None
 batch = c2.select_slider("Batch size", [16, 32, 64, 128, 256, 512, 1024], key="tr_batch")
 tau = c2.slider("Temperature τ", 0.05, 1.0, M.temperature, 0.01, key="tr_tau")

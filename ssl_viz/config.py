@@ -114,7 +114,7 @@ class TrainConfig:
 
 
 # Peak AdamW learning rates that train stably with batch 256; TrainConfig.lr is the small CNN's.
-SUGGESTED_LR = {"small-cnn": 8e-3, "resnet18-cifar": 4e-3, "vit-tiny": 1e-3}
+SUGGESTED_LR = {"small-cnn": 8e-3, "small-cnn-k7": 8e-3, "resnet18-cifar": 4e-3, "vit-tiny": 1e-3}
 
 
 def suggested_lr(encoder: str) -> float:

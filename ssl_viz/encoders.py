@@ -82,15 +82,17 @@ class CifarResNet18(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Four conv-BN-ReLU blocks (widths w, 2w, 4w, 8w), stride 2 after the first."""
+    """Four conv-BN-ReLU blocks (widths w, 2w, 4w, 8w), stride 2 after the first; the first one's kernel is
+    ``stem_kernel`` x ``stem_kernel`` (3, or 7 for ``small-cnn-k7``: large enough to show edges and colour blobs)."""
 
-    def __init__(self, in_channels: int = 3, width: int = 32) -> None:
+    def __init__(self, in_channels: int = 3, width: int = 32, stem_kernel: int = 3) -> None:
         super().__init__()
         widths = [width, width * 2, width * 4, width * 8]
         prev = in_channels
         for i, w in enumerate(widths, start=1):
             stride = 1 if i == 1 else 2
-            block = nn.Sequential(nn.Conv2d(prev, w, 3, stride, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
+            k = stem_kernel if i == 1 else 3
+            block = nn.Sequential(nn.Conv2d(prev, w, k, stride, k // 2, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
             setattr(self, f"block{i}", block)
             prev = w
         self.out_dim = widths[-1]
@@ -293,6 +295,7 @@ def projection_head(in_dim: int, hidden: int, out_dim: int, layers: int = 2) -> 
 
 ENCODERS: dict[str, str] = {
     "small-cnn": "4-block CNN, fast on the CPU",
+    "small-cnn-k7": "the 4-block CNN with a 7x7 first layer (its filters show edges and colour blobs)",
     "resnet18-cifar": "ResNet-18, CIFAR stem (3x3 conv, no max-pool), width knob",
     "resnet18": "torchvision ResNet-18 (ImageNet stem)",
     "resnet50": "torchvision ResNet-50",
@@ -318,8 +321,8 @@ def build_encoder(name: str, in_channels: int = 3, width: int = 32, input_size: 
         pretrained: load ImageNet weights found offline (torchvision bodies only).
     """
     gray = (0.5,) * in_channels, (0.25,) * in_channels
-    if name == "small-cnn":
-        return Encoder(name, SmallCNN(in_channels, width), in_channels, *gray, input_size)
+    if name in ("small-cnn", "small-cnn-k7"):
+        return Encoder(name, SmallCNN(in_channels, width, stem_kernel=7 if name == "small-cnn-k7" else 3), in_channels, *gray, input_size)
     if name == "resnet18-cifar":
         return Encoder(name, CifarResNet18(in_channels, width), in_channels, *gray, input_size)
     if name == "vit-tiny":

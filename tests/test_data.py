@@ -23,7 +23,8 @@ def _hashes(images: torch.Tensor) -> set[bytes]:
 
 
 def test_registry_names_and_unknown():
-    assert set(DATASETS) == {"digits", "fashion-mnist", "textures", "shapes", "photos", "folder", "cifar10", "cifar100", "stl10", "stl10-unlabeled"}
+    assert set(DATASETS) == {"digits", "fashion-mnist", "textures", "shapes", "photos", "photo-patches", "folder", "cifar10", "cifar100", "stl10",
+                             "stl10-unlabeled"}
     assert "folder:" in dataset_names()
     with pytest.raises(DatasetError, match="unknown dataset"):
         load_dataset("nope")
@@ -291,3 +292,22 @@ def test_fashion_mnist_standard_splits():
     for ds in (train, test):
         assert ds.labels.min() == 0 and ds.labels.max() == 9
         assert torch.bincount(ds.labels).tolist() == [len(ds) // 10] * 10
+
+
+def test_photo_patches_are_seeded_colour_crops_labelled_by_their_photograph():
+    from ssl_viz.data import photo_patches
+
+    train, test = load_dataset("photo-patches", "train"), load_dataset("photo-patches", "test")
+    assert train.images.shape == (20_000, 3, 32, 32) and test.images.shape == (4_000, 3, 32, 32)
+    assert train.class_names == list(photo_patches._photos()[0]) and len(train.class_names) >= 2
+    assert torch.equal(train.labels, torch.as_tensor(train.factors["photo"]))
+    counts = torch.bincount(train.labels)
+    assert counts.max() - counts.min() <= 1  # balanced over the photographs
+    again = photo_patches.load("train", size=16, seed=0)
+    assert torch.equal(again.images, photo_patches.load("train", size=16, seed=0).images)  # seeded
+    assert not torch.equal(again.images, photo_patches.load("train", size=16, seed=1).images)
+    assert not torch.equal(train.images[:100], test.images[:100])  # the splits are different crops
+    # colour: the channels differ (not grayscale stored three times)
+    assert (train.images[:, 0].float() - train.images[:, 1].float()).abs().mean() > 5
+    with pytest.raises(DatasetError, match="size"):
+        photo_patches.load("train", size=4)

@@ -1,6 +1,7 @@
 """AppTests of the model views: kernels, feature maps, attention (tiny models, digits)."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -63,6 +64,22 @@ def test_kernels_page(views_env):
     at.selectbox[0].select(str(views_env / "tiny-supervised"))
     at.run()
     assert not at.exception and len(at.image) >= 4 and len(at.dataframe) == 2
+
+
+def test_kernels_page_puts_the_colour_reference_beside_the_workspace_by_default(views_env, tmp_path, monkeypatch):
+    """The shipped colour model (7x7 first layer) is the default comparison; without it, none."""
+    root = tmp_path / "models"
+    shutil.copytree(views_env / "tiny-supervised", root / "tiny-supervised")
+    shutil.copytree(views_env / "tiny-supervised", root / "simclr-k7-photo-patches")
+    ws_model = next(p for p in views_env.iterdir() if p.is_dir() and p.name not in ("tiny-supervised", "tiny-vit"))
+    shutil.copytree(ws_model, root / ws_model.name)
+    monkeypatch.setenv("SSL_VIZ_MODELS", str(root))
+    monkeypatch.setenv("SSL_VIZ_DEFAULT_MODEL", str(root / ws_model.name))
+    at = run_page("kernels")
+    assert Path(at.selectbox(key="kern_second").value).name == "simclr-k7-photo-patches"
+    assert len(at.dataframe) == 2  # both encoders drawn
+    shutil.rmtree(root / "simclr-k7-photo-patches")
+    assert run_page("kernels").selectbox(key="kern_second").value is None
 
 
 def test_feature_maps_page(views_env):

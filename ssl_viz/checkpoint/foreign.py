@@ -71,8 +71,8 @@ def load_foreign(path: str | Path, encoder_name: str, width: int | None = None, 
     if encoder_name not in ENCODERS:
         raise CheckpointError(f"unknown encoder {encoder_name!r}; choose one of: {', '.join(ENCODERS)}")
     state = read_state_dict(path)
-    in_channels = infer_in_channels(state) if encoder_name in ("small-cnn", "resnet18-cifar", "vit-tiny") else 3
-    if width is None and encoder_name in ("small-cnn", "resnet18-cifar"):
+    in_channels = infer_in_channels(state) if encoder_name in ("small-cnn", "small-cnn-k7", "resnet18-cifar", "vit-tiny") else 3
+    if width is None and encoder_name in ("small-cnn", "small-cnn-k7", "resnet18-cifar"):
         first = next((v for v in state.values() if v.ndim == 4), None)
         width = int(first.shape[0]) if first is not None else 64
     if in_channels not in (1, 3):  # images have 1 or 3 channels; anything else is another architecture

@@ -28,6 +28,7 @@ DATASETS: dict[str, tuple[str, str]] = {
     "textures": ("ssl_viz.data.textures", "brick/grass/gravel patches + oriented gratings; factor orientation"),
     "shapes": ("ssl_viz.data.shapes", "procedural shapes; factors shape, color, orientation, size, position"),
     "photos": ("ssl_viz.data.photos", "scikit-image sample photographs (no labels)"),
+    "photo-patches": ("ssl_viz.data.photo_patches", "colour patches of the scikit-image photographs, 32x32, 20k / 4k; label: the photo"),
     "folder": ("ssl_viz.data.folder", "your images: folder:PATH in ImageFolder layout"),
     "cifar10": ("ssl_viz.data.cifar", "CIFAR-10 32x32, 50k train / 10k test (cifar-10-batches-py; cifar10:PATH)"),
     "cifar100": ("ssl_viz.data.cifar", "CIFAR-100 32x32, 100 classes, factor coarse (cifar-100-python; cifar100:PATH)"),
