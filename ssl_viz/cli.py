@@ -39,9 +39,10 @@ def image_size_arg(text: str) -> int:
 # flag -> (dest in TrainConfig or MethodConfig, type, help). Defaults live in ssl_viz.config only.
 TRAIN_FLAGS = {
     "--method": ("method", str, "simclr, memory_bank, moco, swav, byol or supervised"),
-    "--encoder": ("encoder", str, "small-cnn, resnet18-cifar, resnet18, resnet50, mobilenet_v2, vit-tiny"),
+    "--encoder": ("encoder", str, "small-cnn, small-cnn-k7, resnet18-cifar, resnet18, resnet50, mobilenet_v2, vit-tiny"),
     "--width": ("encoder_width", int, "base width of small-cnn / resnet18-cifar"),
-    "--dataset": ("dataset", str, "digits, fashion-mnist, textures, shapes, photos, folder:PATH"),
+    "--dataset": ("dataset", str, "digits, fashion-mnist, textures, shapes, photos, photo-patches, folder:PATH, "
+                             "cifar10[:PATH], cifar100[:PATH], stl10[:PATH], stl10-unlabeled[:PATH]"),
     "--label": ("dataset_label", str, "factor used as label (shapes, textures)"),
     "--image-size": ("image_size", image_size_arg, "train at N x N px (folder:PATH datasets, 8..1024; default: the folder's 64)"),
     "--augment": ("augment", str, "augmentation policy, e.g. simclr or 'simclr+rotate90_p=0.5'"),

@@ -250,3 +250,16 @@ def test_thumbnails_are_placed_at_their_points():
     assert len(placed) == 3
     assert [(im.x, im.y) for im in placed] == [(0.0, 0.0), (10.0, 5.0), (3.0, -2.0)]
     assert all(im.source.startswith("data:image/png;base64,") and im.sizex == pytest.approx(0.35) for im in placed)
+
+
+@pytest.mark.parametrize("method", ["umap", "tsne", "pca"])
+def test_collapsed_or_non_finite_embeddings_are_one_clear_error_never_a_nan_map(method):
+    """A constant embedding once gave UMAP an all-NaN map and t-SNE a segfault; NaN / inf rows a bare sklearn message."""
+    from ssl_viz.analysis.projection import ProjectionError
+
+    with pytest.raises(ProjectionError, match="same vector"):
+        Projector(method).fit(np.ones((50, 16), np.float32))
+    X = np.random.default_rng(0).normal(size=(50, 16)).astype(np.float32)
+    X[3, 2], X[7, 0] = np.nan, np.inf
+    with pytest.raises(ProjectionError, match=r"2 of 50 embeddings hold NaN or infinite values \(rows 3, 7\)"):
+        Projector(method).fit(X)

@@ -173,6 +173,17 @@ def test_knn_monitor_on_a_time_cadence_with_its_yardsticks_at_step_0(tmp_path):
     times = [r["time"] for r in timed]
     assert all(b - a >= 0.5 - 1e-6 for a, b in zip(times, times[1:-1]))  # the cadence (the last one is the end of the run)
     assert len(timed) <= 6.0 / 0.5 + 2 and timed[-1]["step"] == state.step
+    steps = [r["step"] for r in records]
+    assert len(steps) == len(set(steps))  # the end of the run is not measured twice
+
+
+def test_knn_monitor_yardsticks_on_a_test_set_smaller_than_its_sample(tmp_path):
+    """digits' 450 test images are fewer than the default 2,000 samples: the whole (small) test set is the protocol,
+    and the yardsticks are still recorded (only an explicit knn_samples=0 skips them)."""
+    cfg = TrainConfig(method="simclr", epochs=0.2, **{**TINY, "knn_samples": 2000})
+    train(cfg, tmp_path / "run")
+    first = next(r for r in read_metrics(tmp_path / "run") if "knn_top1" in r)
+    assert first["step"] == 0 and "knn_raw_pixels" in first and first["knn_untrained"] == first["knn_top1"]
 
 
 def test_knn_monitor_full_protocol_records_no_yardsticks(tmp_path):

@@ -323,11 +323,20 @@ class Projector:
         """Learn the map from ``X`` ``[N, D]``; returns self.
 
         Raises:
-            ProjectionError: fewer points than :func:`min_points` (or, for PCA, fewer features than components).
+            ProjectionError: fewer points than :func:`min_points` (or, for PCA, fewer features than components),
+                non-finite rows, or every row the same vector (a collapsed encoder).
             ValueError: an unknown method or ``n_components`` not 2 or 3.
         """
         global _UMAP_WARM
         self._check()
+        raw = _as_float_array(X)
+        bad = ~np.isfinite(raw).all(axis=1)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            raise ProjectionError(f"{int(bad.sum())} of {len(raw)} embeddings hold NaN or infinite values (rows {', '.join(map(str, rows[:5]))}"
+                                  f"{', ...' if len(rows) > 5 else ''}); the encoder diverged or the input is broken")
+        if len(raw) > 1 and float(np.ptp(raw, axis=0).max(initial=0.0)) == 0.0:
+            raise ProjectionError(f"all {len(raw)} embeddings are the same vector (a collapsed encoder): there is nothing to map")
         Xp = self._prepare(X)
         need = min_points(self.method, self.n_components)
         if len(Xp) < need:

@@ -105,15 +105,15 @@ class KnnMonitor(Callback):
 
     The time cadence gives a short run a curve from its first seconds: a measurement is due once ``every_s`` seconds
     have passed since the last one, and never sooner than four times what the last one took, so the monitor costs at
-    most a fifth of the run's time. A run that starts from step 0 on the sampled protocol first records its two
-    yardsticks under that protocol, at step 0: ``knn_untrained`` (the encoder before any step, also its first ``knn_top1``) and
+    most a fifth of the run's time. A run that starts from step 0 (unless ``samples=0`` asks for the full protocol)
+    first records its two yardsticks under the monitor's protocol, at step 0: ``knn_untrained`` (the encoder before any step, also its first ``knn_top1``) and
     ``knn_raw_pixels`` (:func:`~ssl_viz.evaluate.pixel_knn_accuracy`); the live chart draws them as reference lines.
     """
 
     def __init__(self, every: int, samples: int = 2000, every_s: float = 0.0) -> None:
         self.every, self.samples, self.every_s = every, samples, float(every_s or 0.0)
         self.test = None
-        self._last_time, self._cost = 0.0, 0.0
+        self._last_time, self._cost, self._recorded_step = 0.0, 0.0, -1
 
     def on_train_start(self, trainer: TrainerView) -> None:
         self.test = None
@@ -125,7 +125,7 @@ class KnnMonitor(Callback):
             self.test = test if full else test.head(self.samples, seed=1)
             self.bank = trainer.data if full else trainer.data.head(self.samples * 2, seed=2)
             self._last_time, self._cost = trainer.state.elapsed, 0.0
-            if trainer.state.step == 0 and not full:  # the full protocol (benchmarks) keeps its time for training
+            if trainer.state.step == 0 and self.samples:  # an explicit full protocol (samples=0: benchmarks) keeps its time
                 self._record_references(trainer)
 
     def measure(self, trainer: TrainerView) -> dict | None:
@@ -157,7 +157,8 @@ class KnnMonitor(Callback):
             self._record(trainer)
 
     def on_train_end(self, trainer: TrainerView) -> None:
-        if self.test is not None and trainer.rank == 0 and trainer.state.step > 0 and not str(trainer.state.stop_reason).startswith(("diverged", "failed")):
+        if self.test is not None and trainer.rank == 0 and trainer.state.step > 0 and not str(trainer.state.stop_reason).startswith(("diverged", "failed")) \
+                and self._recorded_step != trainer.state.step:  # the last step's own measurement is the end's
             self._record(trainer)
 
     def _record(self, trainer: TrainerView, extra: dict | None = None) -> None:
@@ -166,6 +167,7 @@ class KnnMonitor(Callback):
         self._cost, self._last_time = time.perf_counter() - start, trainer.state.elapsed
         if result is None:
             return
+        self._recorded_step = trainer.state.step
         trainer.metrics.update(result)
         append_metrics(trainer.run_dir, {"step": trainer.state.step, "time": round(trainer.state.elapsed, 3), **result, **(extra or {})})
 
