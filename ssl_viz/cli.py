@@ -254,6 +254,14 @@ def trained_image_size(checkpoint: str | Path) -> int | None:
     return size if isinstance(size, int) and not isinstance(size, bool) and 8 <= size <= 1024 else None
 
 
+def folder_image_size(args: argparse.Namespace) -> int | None:
+    """The size ``embed`` / ``evaluate`` read a ``folder:PATH`` at: ``--image-size``, else the one the model was trained
+    at (:func:`trained_image_size`), else None (the folder's default); None for every other dataset."""
+    if not args.dataset.startswith("folder:"):
+        return args.image_size
+    return args.image_size or trained_image_size(args.checkpoint)
+
+
 def strict_json(obj) -> str:
     """``obj`` as strict JSON (RFC 8259): NaN and infinities become null, never the bare ``NaN`` Python writes."""
     def clean(value):
@@ -353,7 +361,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
             torch.cuda.set_device(device)  # NCCL's collectives run on this rank's GPU
         group = init_distributed("nccl" if device.type == "cuda" else "gloo", timedelta(seconds=EMBED_TIMEOUT_S))
 
-    image_size = args.image_size or (trained_image_size(args.checkpoint) if args.dataset.startswith("folder:") else None)
+    image_size = folder_image_size(args)
 
     def load(progress):
         return load_dataset(args.dataset, args.split, label=args.label, progress=progress, image_size=image_size)
@@ -448,7 +456,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     _check_numbers(args)
     model = _load(args)
-    image_size = args.image_size or (trained_image_size(args.checkpoint) if args.dataset.startswith("folder:") else None)
+    image_size = folder_image_size(args)
     train_ds = load_dataset(args.dataset, "train", label=args.label, progress=progress_line(), image_size=image_size)
     test_ds = load_dataset(args.dataset, "test", label=args.label, image_size=image_size)
     _folder_report(args.dataset, "test")

@@ -337,7 +337,7 @@ class Projector:
                                   f"{', ...' if len(rows) > 5 else ''}); the encoder diverged or the input is broken")
         if len(raw) > 1 and float(np.ptp(raw, axis=0).max(initial=0.0)) == 0.0:
             raise ProjectionError(f"all {len(raw)} embeddings are the same vector (a collapsed encoder): there is nothing to map")
-        Xp = self._prepare(X)
+        Xp = l2_normalize(raw) if self.normalize else raw
         need = min_points(self.method, self.n_components)
         if len(Xp) < need:
             raise ProjectionError(f"{NAMES[self.method]} needs at least {need} points for {self.n_components} dimensions, "

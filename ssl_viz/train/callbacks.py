@@ -126,7 +126,7 @@ class KnnMonitor(Callback):
             self.bank = trainer.data if full else trainer.data.head(self.samples * 2, seed=2)
             self._last_time, self._cost = trainer.state.elapsed, 0.0
             if trainer.state.step == 0 and self.samples:  # an explicit full protocol (samples=0: benchmarks) keeps its time
-                self._record_references(trainer)
+                self._record(trainer, yardsticks=True)
 
     def measure(self, trainer: TrainerView) -> dict | None:
         method = trainer.method
@@ -161,25 +161,24 @@ class KnnMonitor(Callback):
                 and self._recorded_step != trainer.state.step:  # the last step's own measurement is the end's
             self._record(trainer)
 
-    def _record(self, trainer: TrainerView, extra: dict | None = None) -> None:
+    def _record(self, trainer: TrainerView, yardsticks: bool = False) -> None:
+        """Measure now and append the record; with ``yardsticks`` (step 0) also raw pixels' kNN and, as
+        ``knn_untrained``, this (untrained) encoder's."""
+        extra = {}
+        if yardsticks:
+            extra["knn_raw_pixels"] = pixel_knn_accuracy(self.bank.images, self.bank.labels, self.test.images, self.test.labels)
         start = time.perf_counter()
         result = self.measure(trainer)
         self._cost, self._last_time = time.perf_counter() - start, trainer.state.elapsed
         if result is None:
+            if extra:
+                append_metrics(trainer.run_dir, {"step": trainer.state.step, "time": round(trainer.state.elapsed, 3), **extra})
             return
         self._recorded_step = trainer.state.step
+        if yardsticks:
+            extra["knn_untrained"] = result["knn_top1"]
         trainer.metrics.update(result)
-        append_metrics(trainer.run_dir, {"step": trainer.state.step, "time": round(trainer.state.elapsed, 3), **result, **(extra or {})})
-
-    def _record_references(self, trainer: TrainerView) -> None:
-        raw = pixel_knn_accuracy(self.bank.images, self.bank.labels, self.test.images, self.test.labels)
-        start = time.perf_counter()
-        result = self.measure(trainer)
-        self._cost = time.perf_counter() - start
-        record = {"step": 0, "time": 0.0, "knn_raw_pixels": raw}
-        if result is not None:
-            record.update(result, knn_untrained=result["knn_top1"])
-        append_metrics(trainer.run_dir, record)
+        append_metrics(trainer.run_dir, {"step": trainer.state.step, "time": round(trainer.state.elapsed, 3), **result, **extra})
 
 
 class Checkpointer(Callback):
