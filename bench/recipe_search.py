@@ -103,10 +103,47 @@ def grid_final300() -> list[dict]:
     return [candidate(f"crop{c}-jitter-s1-p1-solarize0.2", augment=f"{small},crop_scale=0.{c}:1.0", encoder_width=16, lr=8e-3) for c in (50, 65)]
 
 
+def grid_speed120() -> list[dict]:
+    """Real 120 s CPU runs (``--real --budget 120``), this round's screen from the ``simclr-small`` default: smaller
+    training views (the test images stay 28 px), temperature, width and batch at the faster step."""
+    base = {"encoder_width": 16, "lr": 8e-3, "augment": "simclr-small"}
+    out = [candidate("default-28px", **base)]
+    for size in (24, 20, 16):
+        out.append(candidate(f"views{size}px", **{**base, "augment": f"simclr-small+out_size={size}"}))
+    v20 = {**base, "augment": "simclr-small+out_size=20"}
+    out += [candidate("views20px-t0.1", **v20, temperature=0.1), candidate("views20px-t0.3", **v20, temperature=0.3),
+            candidate("views20px-w24", **{**v20, "encoder_width": 24}),
+            candidate("views20px-crop50", **{**v20, "augment": "simclr-small+out_size=20,crop_scale=0.5:1.0"}),
+            candidate("views20px-bs512", **{**v20, "batch_size": 512, "lr": 1.2e-2}),
+            candidate("views20px-bs128", **{**v20, "batch_size": 128, "lr": 6e-3})]
+    for n, size, lo, hi in ((2, 14, 0.2, 0.5), (4, 14, 0.2, 0.5), (4, 12, 0.1, 0.4)):
+        out.append(candidate(f"mc{n}x{size}-{lo:g}-{hi:g}", **base, small_crops=n, small_crop_size=size, small_crop_scale=(lo, hi)))
+    out += [candidate("t0.1", **base, temperature=0.1), candidate("bs128", **{**base, "batch_size": 128, "lr": 6e-3}),
+            candidate("lr1.2e-2", **{**base, "lr": 1.2e-2})]
+    return out
+
+
+def grid_methods120() -> list[dict]:
+    """Real 120 s CPU runs (``--real --budget 120``): each method on SimCLR's recipe, then the usual levers of its paper
+    (MoCo's and SwAV's temperatures, BYOL's predictor lr and EMA, the memory bank's temperature and bank momentum)."""
+    base = {"encoder_width": 16, "lr": 6e-3, "batch_size": 128, "augment": "simclr-small"}  # speed120's winner
+    out = []
+    for method in ("moco", "swav", "byol", "memory_bank"):
+        out.append(candidate(f"{method}-base", method=method, **base))
+    out += [candidate("moco-t0.1", method="moco", **base, temperature=0.1),
+            candidate("swav-t0.1", method="swav", **base, temperature=0.1),
+            candidate("byol-pred10", method="byol", **base, predictor_lr_scale=10.0),
+            candidate("byol-pred10-m0.98", method="byol", **base, predictor_lr_scale=10.0, momentum=0.98),
+            candidate("memory_bank-t0.1", method="memory_bank", **base, temperature=0.1),
+            candidate("memory_bank-t0.1-bm0", method="memory_bank", **base, temperature=0.1, bank_momentum=0.0)]
+    return out
+
+
 # What a candidate changes is relative to this base (the defaults before the search).
 SEARCH_BASE = {"method": "simclr", "encoder": "small-cnn", "encoder_width": 32, "augment": "simclr", "lr": 2e-3}
-GRIDS = {"cpu300": grid_cpu300, "cpu120": grid_cpu120, "final300": grid_final300}
-METHOD_KEYS = {"temperature", "proj_hidden", "proj_dim", "queue_size", "momentum", "n_prototypes", "bank_loss"}
+GRIDS = {"cpu300": grid_cpu300, "cpu120": grid_cpu120, "final300": grid_final300, "speed120": grid_speed120, "methods120": grid_methods120}
+METHOD_KEYS = {"temperature", "proj_hidden", "proj_dim", "queue_size", "momentum", "n_prototypes", "bank_loss", "bank_momentum",
+               "predictor_lr_scale"}
 
 
 def build_config(cand: dict, budget: float, n_train: int, real: bool = False):

@@ -70,22 +70,36 @@ def section_time(retrain: bool) -> str:
             + time_to_quality.markdown(rows, 0.85))
 
 
+GRID_TEXT = {  # what each recorded grid searched (bench/recipe_search.py)
+    "cpu120": "SimCLR, small-cnn width 16, lr 8e-3: the intensity-augmentation study behind `simclr-small`",
+    "final300": "SimCLR, small-cnn width 16, lr 8e-3: the two finalists",
+    "speed120": "SimCLR from the `simclr-small` default: smaller training views (test images stay 28 px), multi-crop, "
+                "temperature, batch size, learning rate",
+    "methods120": "each method on SimCLR's recipe, then the usual levers of its paper",
+}
+
+
 def section_recipes() -> str:
     """The recorded recipe searches (bench/results/recipe-search-*.jsonl), best first."""
+    import re
+
     parts = []
     for f in sorted((ROOT / "bench" / "results").glob("recipe-search-*.jsonl")):
         rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
         rows.sort(key=lambda r: -r.get("knn_top1", 0))
-        real = "emulated" not in f.name
-        grid, budget = ("final300", 300) if "final300" in f.name else ("cpu120", 120)
-        head = (f"Real CPU runs (`python -m bench.recipe_search --grid {grid} --real --budget {budget}`), SimCLR, small-cnn width 16, "
-                "lr 8e-3, full-protocol kNN:" if real else
-                "Emulated 300 s CPU runs on a GPU (`python -m bench.recipe_search --grid cpu300 --device cuda`): each candidate "
-                "trains for the steps 2 CPU cores manage in 300 s; only the first candidates finished in the GPU time at hand:")
-        table_rows = [[r["name"], r.get("budget_s", r.get("planned_steps", "")), r.get("steps", ""), f"{r.get('knn_top1', float('nan')):.4f}",
-                       r.get("note", r.get("error", ""))] for r in rows]
+        grid = f.stem.removeprefix("recipe-search-")
+        if "emulated" in grid:
+            head = ("Emulated 300 s CPU runs on a GPU (`python -m bench.recipe_search --grid cpu300 --device cuda`): each candidate "
+                    "trains for the steps 2 CPU cores manage in 300 s; only the first candidates finished in the GPU time at hand:")
+        else:
+            budget = re.search(r"(\d+)$", grid).group(1)
+            head = (f"Real CPU runs (`python -m bench.recipe_search --grid {grid} --real --budget {budget}`), "
+                    f"{GRID_TEXT.get(grid, 'SimCLR')}; full-protocol kNN:")
+        real = "emulated" not in grid
+        table_rows = [[r["name"], r.get("budget_s", r.get("planned_steps", "")) if not real else round(r.get("seconds", 0)),
+                       r.get("steps", ""), f"{r.get('knn_top1', float('nan')):.4f}", r.get("note", r.get("error", ""))] for r in rows]
         parts.append(f"`{f.relative_to(ROOT)}`. " + head + "\n\n"
-                     + table(["candidate", "budget (s)" if real else "planned steps", "steps", "kNN top-1", "note"], table_rows))
+                     + table(["candidate", "training s" if real else "planned steps", "steps", "kNN top-1", "note"], table_rows))
     return "\n\n".join(parts) if parts else "No recipe search recorded."
 
 

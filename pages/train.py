@@ -7,7 +7,7 @@ import streamlit as st
 
 from ssl_viz.augment import policy_to_spec
 from ssl_viz.cli import CliError, train_flags
-from ssl_viz.config import IMAGE_SIZES, MethodConfig, TrainConfig, suggested_lr, suggested_recipe
+from ssl_viz.config import IMAGE_SIZES, TrainConfig, method_preset, suggested_lr, suggested_recipe
 from ssl_viz.data import DATASETS, PATH_NAMES, display_title
 from ssl_viz.device import pick_device
 from ssl_viz.encoders import ENCODERS
@@ -24,11 +24,12 @@ st.markdown("Train an encoder with no labels: the method pulls two augmented vie
             f"separate while alignment falls and uniformity spreads the embeddings. At most {max_runs()} run(s) train at once; "
             "others wait in a queue.")
 
-D, M = TrainConfig(), MethodConfig()
 TRAIN_PAGE_KNN_EVERY_S = 3.0  # the live chart's time cadence: a 29 s default run reads about eight times
 ws = current_workspace()
 c1, c2, c3 = st.columns(3)
-method = c1.selectbox("Method", list(METHODS), index=list(METHODS).index(D.method), key="tr_method")
+method = c1.selectbox("Method", list(METHODS), index=list(METHODS).index(TrainConfig().method), key="tr_method")
+D = method_preset(method)  # the method's own recipe (bench/RESULTS.md, "Recipe search"); the widgets start from it
+M = D.method_cfg
 names = [n for n in DATASETS if n != "folder"]
 if ws.dataset.partition(":")[0] in PATH_NAMES and ":" in ws.dataset and ws.dataset not in names:
     names.insert(0, ws.dataset)  # the workspace's own folder (folder:PATH, cifar10:PATH, ...), by its display name
@@ -61,7 +62,7 @@ encoder = c1.selectbox("Encoder", list(ENCODERS), key="tr_encoder", format_func=
 width = c1.select_slider("Width", [8, 16, 32, 64], key="tr_width") if encoder in ("small-cnn", "small-cnn-k7", "resnet18-cifar") else D.encoder_width
 label = c2.selectbox("Label factor (kNN monitor)", list(ds.factors), key="tr_label") if ds.factors else None
 batch = c2.select_slider("Batch size", [16, 32, 64, 128, 256, 512, 1024], key="tr_batch")
-tau = c2.slider("Temperature τ", 0.05, 1.0, M.temperature, 0.01, key="tr_tau")
+tau = c2.slider("Temperature τ", 0.05, 1.0, M.temperature, 0.01, key=f"tr_tau_{method}")
 budget = c3.radio("Budget", ["epochs", "seconds"], horizontal=True, key="tr_budget")
 amount = c3.number_input("Epochs" if budget == "epochs" else "Seconds", min_value=0.1 if budget == "epochs" else 5.0,
                          value=D.epochs if budget == "epochs" else 300.0, key=f"tr_amount_{budget}")
@@ -69,7 +70,8 @@ seed = c3.number_input("Seed", 0, 10**6, D.seed, key="tr_seed")
 knn_every = c3.number_input("kNN monitor every (steps, 0 = off)", 0, 10**6, D.knn_every, key="tr_knn")
 knn_every_s = c3.number_input("… and every (seconds, 0 = off)", 0.0, 3600.0, TRAIN_PAGE_KNN_EVERY_S, 1.0, key="tr_knn_s",
                               help="a curve from the first seconds of a short run; the monitor never takes more than a fifth of the time")
-lr = c3.number_input("Peak learning rate (AdamW)", 1e-5, 1.0, suggested_lr(encoder), format="%.4g", key=f"tr_lr_{encoder}")
+lr = c3.number_input("Peak learning rate (AdamW)", 1e-5, 1.0, D.lr if encoder == D.encoder else suggested_lr(encoder), format="%.4g",
+                     key=f"tr_lr_{method}_{encoder}")
 
 policy = augmentation_knobs(D.augment)
 cfg = replace(D, method=method, encoder=encoder, encoder_width=width, dataset=dataset, dataset_label=label, image_size=image_size,

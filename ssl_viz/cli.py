@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssl_viz.config import MethodConfig, TrainConfig, from_dict
+from ssl_viz.config import MethodConfig, TrainConfig, from_dict, method_preset
 from ssl_viz.evaluate import KNN_K, KNN_TEMPERATURE
 from ssl_viz.jobs.validate import ConfigError, check_types, validate_config
 from ssl_viz.rundir import CHECKPOINT, RunDirError, run_name
@@ -36,6 +36,17 @@ def image_size_arg(text: str) -> int:
     return size
 
 
+def area_range_arg(text: str) -> tuple[float, float]:
+    """``--small-crop-scale``'s argparse type: ``LO:HI`` with 0 < LO <= HI <= 1, else one sentence (exit 2)."""
+    try:
+        lo, hi = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be LO:HI, two fractions of the image area such as 0.2:0.5, got {text!r}") from None
+    if not 0.0 < lo <= hi <= 1.0:
+        raise argparse.ArgumentTypeError(f"needs 0 < LO <= HI <= 1, got {text!r}")
+    return lo, hi
+
+
 # flag -> (dest in TrainConfig or MethodConfig, type, help). Defaults live in ssl_viz.config only.
 TRAIN_FLAGS = {
     "--method": ("method", str, "simclr, memory_bank, moco, swav, byol or supervised"),
@@ -46,6 +57,9 @@ TRAIN_FLAGS = {
     "--label": ("dataset_label", str, "factor used as label (shapes, textures)"),
     "--image-size": ("image_size", image_size_arg, "train at N x N px (folder:PATH datasets, 8..1024; default: the folder's 64)"),
     "--augment": ("augment", str, "augmentation policy, e.g. simclr or 'simclr+rotate90_p=0.5'"),
+    "--small-crops": ("small_crops", int, "multi-crop: this many extra small views per image (simclr, swav; default 0)"),
+    "--small-crop-size": ("small_crop_size", int, "side of the small crops in px (default 96/224 of the large views')"),
+    "--small-crop-scale": ("small_crop_scale", area_range_arg, "area range of the small crops, LO:HI (default 0.05:0.14)"),
     "--epochs": ("epochs", float, "number of epochs (ignored with --time-budget)"),
     "--time-budget": ("time_budget", float, "train for this many seconds"),
     "--batch-size": ("batch_size", int, "images per step (per process under torchrun)"),
@@ -66,6 +80,8 @@ METHOD_FLAGS = {
     "--proj-dim": ("proj_dim", int, "projection head output size"),
     "--queue-size": ("queue_size", int, "MoCo queue length K"),
     "--momentum": ("momentum", float, "MoCo key / BYOL target EMA momentum"),
+    "--predictor-lr-scale": ("predictor_lr_scale", float, "BYOL: the predictor's learning rate as a multiple of the rest's"),
+    "--bank-momentum": ("bank_momentum", float, "memory bank: weight of a row's old value when it is updated"),
     "--bank-loss": ("bank_loss", str, "memory bank loss: nce or infonce"),
     "--prototypes": ("n_prototypes", int, "SwAV prototypes"),
     "--tau-plus": ("debiased_tau_plus", float, "debiased contrastive loss class prior (0: off)"),
@@ -151,8 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
-    """A TrainConfig with the flags given on the command line (others keep ``base``'s values, by default the defaults)."""
-    base = base or TrainConfig()
+    """A TrainConfig with the flags given on the command line (others keep ``base``'s values; without ``base``, those of
+    the ``--method``'s preset, :func:`~ssl_viz.config.method_preset`)."""
+    base = base or method_preset(args.method or TrainConfig().method)
     train_changes = {dest: getattr(args, dest) for dest, _, _ in TRAIN_FLAGS.values() if getattr(args, dest) is not None}
     for extra in ("amp", "compile", "channels_last"):
         if getattr(args, extra, None) is not None:
@@ -182,13 +199,15 @@ def config_from_file(path: str | Path) -> TrainConfig:
     return cfg
 
 
-def train_flags(cfg: TrainConfig) -> list[str]:
-    """Flags of ``python -m ssl_viz train`` that rebuild ``cfg`` (the names, plus only the non-default values).
+def train_flags(cfg: TrainConfig, base: TrainConfig | None = None) -> list[str]:
+    """Flags of ``python -m ssl_viz train`` that rebuild ``cfg`` (the names, plus only the values that differ from
+    ``base``; by default from the method's preset, what the CLI starts from for its ``--method``).
 
     For showing a run as a command line; runs started in the background train from their ``config.json``
     instead (``train --config``). Raises :class:`CliError` when ``cfg`` changes a field that has no flag.
     """
-    base, mbase = TrainConfig(), MethodConfig()
+    base = base or method_preset(cfg.method)
+    mbase = base.method_cfg
     mcfg = cfg.method_cfg or mbase
     args = ["--method", cfg.method, "--encoder", cfg.encoder, "--dataset", cfg.dataset]
     covered, mcovered = {"method", "encoder", "dataset", "method_cfg"}, set()
@@ -197,7 +216,8 @@ def train_flags(cfg: TrainConfig) -> list[str]:
             seen.add(dest)
             value = getattr(obj, dest)
             if dest not in ("method", "encoder", "dataset") and value != getattr(default, dest) and value is not None:
-                args += [flag, repr(value) if isinstance(value, float) else str(value)]
+                text = repr(value) if isinstance(value, float) else ":".join(map(repr, value)) if isinstance(value, tuple) else str(value)
+                args += [flag, text]
     if cfg.amp != base.amp:
         args.append("--amp" if cfg.amp else "--no-amp")
     args += [f for f, on in (("--compile", cfg.compile), ("--channels-last", cfg.channels_last)) if on]

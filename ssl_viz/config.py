@@ -68,6 +68,7 @@ class MethodConfig:
     freeze_prototypes_steps: int = 100
     # BYOL
     predictor_hidden: int = 512
+    predictor_lr_scale: float = 1.0     # the predictor's lr / the rest's (SimSiam, Chen & He 2021, trains it at a fixed lr)
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,9 @@ class TrainConfig:
     dataset_label: str | None = None    # relabel by a factor (for kNN monitoring)
     image_size: int | None = None       # side in px, 8..1024; None: the dataset's own (a folder's default 64), see below
     augment: str = "simclr-small"       # policy name or spec, see ssl_viz.augment.parse_policy
+    small_crops: int = 0                # multi-crop (Caron et al. 2020): extra small views per image (simclr, swav)
+    small_crop_size: int | None = None  # their side in px; None: 96/224 of the large views'
+    small_crop_scale: tuple[float, float] = (0.05, 0.14)  # their crop area range (SwAV's ImageNet one)
     epochs: float = 1.0
     time_budget: float | None = None    # seconds; when set it overrides epochs
     batch_size: int = 256
@@ -111,6 +115,36 @@ class TrainConfig:
     checkpoint_every: float = 60.0      # seconds between checkpoints
     max_train_images: int | None = None
     method_cfg: MethodConfig = field(default_factory=MethodConfig)
+
+
+# Each method's own recipe for the 300 s CPU target (bench/recipe_search.py, bench/RESULTS.md "Recipe search"): the
+# TrainConfig fields and the MethodConfig fields ("method_cfg") it changes from the defaults above, SimCLR's recipe.
+METHOD_PRESETS: dict[str, dict[str, Any]] = {
+    "simclr": {},
+    "memory_bank": {},
+    "moco": {},
+    "swav": {},
+    "byol": {},
+    "supervised": {},
+}
+
+
+def method_preset(method: str, **changes: Any) -> TrainConfig:
+    """The TrainConfig to train ``method`` with: the defaults, then the method's :data:`METHOD_PRESETS` entry, then
+    ``changes`` (TrainConfig fields; ``method_cfg`` may be a dict of MethodConfig fields, merged into the preset's).
+
+    A method without a preset (a name not in :data:`METHOD_PRESETS`) gets the defaults, so an unknown name is left to
+    the validation that names the known ones.
+    """
+    preset = {**METHOD_PRESETS.get(method, {})}
+    method_changes = {**preset.pop("method_cfg", {})}
+    extra = changes.pop("method_cfg", None)
+    if isinstance(extra, MethodConfig):
+        extra = dataclasses.asdict(extra)
+    method_changes.update(extra or {})
+    base = TrainConfig()
+    return dataclasses.replace(base, **{**preset, **changes, "method": method},
+                               method_cfg=dataclasses.replace(base.method_cfg, **method_changes))
 
 
 # Peak AdamW learning rates that train stably with batch 256; TrainConfig.lr is the small CNN's.

@@ -57,13 +57,26 @@ class ZooEntry:
 
 VIT = ("--encoder", "vit-tiny", "--batch-size", "512", "--lr", "1e-3", "--weight-decay", "0.05")
 VIT_AUGMENT = "simclr+crop_scale=0.5:1.0,jitter_strength=1.0"
+
+
+def preset_flags(method: str) -> tuple[str, ...]:
+    """``--method NAME`` and the flags of the method's preset (ssl_viz.config.METHOD_PRESETS) that differ from the
+    defaults, spelled out so a card's command shows the whole recipe."""
+    from ssl_viz.cli import train_flags
+    from ssl_viz.config import TrainConfig, method_preset
+
+    flags = train_flags(method_preset(method), base=TrainConfig())
+    extra = [f for f in flags[6:] if f != "--channels-last"]  # flags[:6]: --method, --encoder, --dataset; channels_last is the default
+    return ("--method", method, *CPU_RECIPE, *extra)
+
+
 ZOO: dict[str, ZooEntry] = {e.name: e for e in [
-    ZooEntry("simclr-fashion-mnist", ("--method", "simclr", *CPU_RECIPE)),
-    ZooEntry("moco-fashion-mnist", ("--method", "moco", *CPU_RECIPE)),
-    ZooEntry("swav-fashion-mnist", ("--method", "swav", *CPU_RECIPE)),
-    ZooEntry("byol-fashion-mnist", ("--method", "byol", *CPU_RECIPE)),
-    ZooEntry("memory-bank-fashion-mnist", ("--method", "memory_bank", *CPU_RECIPE)),
-    ZooEntry("supervised-fashion-mnist", ("--method", "supervised", *CPU_RECIPE)),
+    ZooEntry("simclr-fashion-mnist", preset_flags("simclr")),
+    ZooEntry("moco-fashion-mnist", preset_flags("moco")),
+    ZooEntry("swav-fashion-mnist", preset_flags("swav")),
+    ZooEntry("byol-fashion-mnist", preset_flags("byol")),
+    ZooEntry("memory-bank-fashion-mnist", preset_flags("memory_bank")),
+    ZooEntry("supervised-fashion-mnist", preset_flags("supervised")),
     # colour, with a 7x7 first layer: the Kernels page's edges and colour blobs (no grayscale: colour stays informative)
     ZooEntry("simclr-k7-photo-patches", ("--method", "simclr", "--encoder", "small-cnn-k7", "--width", "16", "--batch-size", "256",
                                          "--lr", "8e-3", "--augment", "simclr-small+grayscale_p=0.0"), dataset="photo-patches"),

@@ -7,7 +7,8 @@ import math
 
 from ssl_viz.config import TrainConfig
 
-_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),)}
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),),
+          "tuple[float, float]": (tuple, list)}
 
 
 class ConfigError(ValueError):
@@ -50,6 +51,17 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ConfigError(f"--knn-every-s must be a number of seconds, 0 or more, got {cfg.knn_every_s}")
     if cfg.image_size is not None and not 8 <= cfg.image_size <= 1024:
         raise ConfigError(f"--image-size must be between 8 and 1024 px, got {cfg.image_size}")
+    if cfg.small_crops < 0 or (cfg.small_crops and not METHODS[cfg.method].supports_small_crops):
+        raise ConfigError(f"--small-crops must be 0 or more, and more than 0 only with simclr or swav, got {cfg.small_crops} "
+                          f"with {cfg.method}")
+    if cfg.small_crop_size is not None and not 4 <= cfg.small_crop_size <= 1024:
+        raise ConfigError(f"--small-crop-size must be between 4 and 1024 px, got {cfg.small_crop_size}")
+    lo_hi = tuple(cfg.small_crop_scale)
+    if len(lo_hi) != 2 or not all(isinstance(v, (int, float)) for v in lo_hi) or not 0 < lo_hi[0] <= lo_hi[1] <= 1:
+        raise ConfigError(f"--small-crop-scale needs 0 < LO <= HI <= 1, got {cfg.small_crop_scale}")
+    scale = cfg.method_cfg.predictor_lr_scale
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise ConfigError(f"--predictor-lr-scale must be a positive number, got {scale}")
     if cfg.batch_size < 2:
         raise ConfigError("--batch-size must be at least 2 (contrastive losses need negatives)")
     try:

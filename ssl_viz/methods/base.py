@@ -66,6 +66,7 @@ class SSLMethod(nn.Module):
     description = ""       # one line for the UI
     num_views = 2
     needs_labels = False   # True: forward needs ``labels`` (supervised baseline)
+    supports_small_crops = False  # True: forward uses views past ``num_views`` (multi-crop small crops)
 
     def __init__(self, encoder: Encoder, cfg: MethodConfig, num_samples: int = 0) -> None:
         super().__init__()

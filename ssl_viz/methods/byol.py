@@ -36,6 +36,17 @@ class BYOL(SSLMethod):
         for p in list(self.target_encoder.parameters()) + list(self.target_projector.parameters()):
             p.requires_grad_(False)
 
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        """The base groups without the predictor, whose two groups (decayed weights, biases and norms) train at
+        ``cfg.predictor_lr_scale`` times the schedule's lr (``"lr_scale"``, read by the Trainer)."""
+        mine = {id(p) for p in self.predictor.parameters()}
+        groups = [{**g, "params": [p for p in g["params"] if id(p) not in mine]} for g in super().parameter_groups(weight_decay)]
+        pred = [p for p in self.predictor.parameters() if p.requires_grad]
+        scale = self.cfg.predictor_lr_scale
+        groups += [{"params": [p for p in pred if p.ndim > 1], "weight_decay": weight_decay, "lr_scale": scale},
+                   {"params": [p for p in pred if p.ndim <= 1], "weight_decay": 0.0, "lr_scale": scale}]
+        return groups
+
     @torch.no_grad()
     def targets(self, x: torch.Tensor) -> torch.Tensor:
         """Target projections ``[B, D]`` (no gradient)."""

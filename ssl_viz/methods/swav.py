@@ -37,6 +37,7 @@ class SwAV(SSLMethod):
     name = "swav"
     description = "SwAV: swapped prediction of Sinkhorn cluster codes, prototypes, multi-crop (Caron et al. 2020)"
     num_views = 2
+    supports_small_crops = True
 
     def __init__(self, encoder: Encoder, cfg: MethodConfig, num_samples: int = 0) -> None:
         super().__init__(encoder, cfg, num_samples)

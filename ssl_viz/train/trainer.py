@@ -143,7 +143,10 @@ class Trainer:
             method = build_method(cfg.method, encoder, cfg.method_cfg, num_samples=len(data), num_classes=max(1, data.num_classes))
         except ValueError as exc:  # the method's own limits (sizes, names)
             raise TrainingError(f"cannot train {cfg.method} on {cfg.dataset}: {exc}") from exc
-        augment = MultiViewAugment(parse_policy(cfg.augment), n_views=method.num_views)
+        if cfg.small_crops and not method.supports_small_crops:
+            raise TrainingError(f"{cfg.method} trains on two views only; small crops (multi-crop) work with simclr and swav")
+        augment = MultiViewAugment(parse_policy(cfg.augment), n_views=method.num_views, small_crops=cfg.small_crops,
+                                   small_size=cfg.small_crop_size, small_scale=cfg.small_crop_scale)
         return cls(method, data, augment, run_dir, cfg, callbacks=callbacks, test_data=test_dataset, command=command)
 
     # ------------------------------------------------------------------ set-up
@@ -208,8 +211,8 @@ class Trainer:
         views = self.augment(x, generator=self.generator)
         labels = self.labels[index.to(self.labels.device)]
         factor = lr_factor(self.progress(), cfg.warmup_fraction)
-        for group in self.optimizer.param_groups:
-            group["lr"] = cfg.lr * factor
+        for group in self.optimizer.param_groups:  # a group may scale the schedule (BYOL's predictor: "lr_scale")
+            group["lr"] = cfg.lr * factor * group.get("lr_scale", 1.0)
         use_amp = cfg.amp and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
             out = self.forward(views, index.to(self.device), labels, generator=self.method_generator)

@@ -83,7 +83,7 @@ LINKABLE: dict[str, dict[str, Param]] = {
                    "emb_knn": Param(int, 1, 30), "emb_focus": INT, "emb_compare": STR, "emb_view": STR, "emb_thumbs": BOOL},
     "retrieval": {"ret_n": INT, "ret_k": Param(int, 1, 50), "ret_mode": STR, "ret_query": INT},
     "train": {"tr_method": STR, "tr_encoder": STR, "tr_width": INT, "tr_dataset": STR, "tr_label": STR, "tr_batch": INT,
-              "tr_tau": Param(float, 0.05, 1.0), "tr_budget": STR, "tr_amount_*": FLOAT, "tr_seed": INT, "tr_knn": INT, "tr_knn_s": FLOAT,
+              "tr_tau_*": Param(float, 0.05, 1.0), "tr_budget": STR, "tr_amount_*": FLOAT, "tr_seed": INT, "tr_knn": INT, "tr_knn_s": FLOAT,
               "tr_image_size": INT, "tr_lr_*": FLOAT, "tr_preset": STR, "tr_policy_spec": STR, "tr_watch": STR, "tr_*_on": BOOL,
               **{f"tr_*_{knob}_value": Param(type(lo), lo, hi) for knob, (_, _, lo, hi, _, _) in AUGMENT_KNOBS.items()}},
     "runs": {"runs_compare": Param(str, many=True), "runs_metric": STR, "runs_x": STR, "runs_log": BOOL, "runs_evo_run": STR,
