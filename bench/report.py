@@ -96,7 +96,7 @@ def section_recipes() -> str:
             head = (f"Real CPU runs (`python -m bench.recipe_search --grid {grid} --real --budget {budget}`), "
                     f"{GRID_TEXT.get(grid, 'SimCLR')}; full-protocol kNN:")
         real = "emulated" not in grid
-        table_rows = [[r["name"], r.get("budget_s", r.get("planned_steps", "")) if not real else round(r.get("seconds", 0)),
+        table_rows = [[r["name"], r.get("budget_s", r.get("planned_steps", "")) if not real else (round(r["seconds"]) if "seconds" in r else "not recorded"),
                        r.get("steps", ""), f"{r.get('knn_top1', float('nan')):.4f}", r.get("note", r.get("error", ""))] for r in rows]
         parts.append(f"`{f.relative_to(ROOT)}`. " + head + "\n\n"
                      + table(["candidate", "training s" if real else "planned steps", "steps", "kNN top-1", "note"], table_rows))

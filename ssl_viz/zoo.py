@@ -65,9 +65,23 @@ def preset_flags(method: str) -> tuple[str, ...]:
     from ssl_viz.cli import train_flags
     from ssl_viz.config import TrainConfig, method_preset
 
-    flags = train_flags(method_preset(method), base=TrainConfig())
-    extra = [f for f in flags[6:] if f != "--channels-last"]  # flags[:6]: --method, --encoder, --dataset; channels_last is the default
-    return ("--method", method, *CPU_RECIPE, *extra)
+    flags = [f for f in train_flags(method_preset(method), base=TrainConfig()) if f != "--channels-last"]  # the default
+    changed: dict[str, str | None] = {}
+    for i, f in enumerate(flags):
+        if f.startswith("--"):  # a "--flag value" pair, or a switch (--amp, --compile) followed by the next flag
+            value = flags[i + 1] if i + 1 < len(flags) and not flags[i + 1].startswith("--") else None
+            changed[f] = value
+    changed.pop("--dataset", None)
+    changed.pop("--method", None)
+    recipe = dict(zip(CPU_RECIPE[::2], CPU_RECIPE[1::2]))
+    if changed.get("--encoder") == recipe["--encoder"]:
+        del changed["--encoder"]
+    out = ["--method", method]
+    for flag, value in recipe.items():  # the CPU recipe's flags in their order, with the preset's values where it sets them
+        out += [flag, changed.pop(flag, value)]
+    for flag, value in changed.items():
+        out += [flag] if value is None else [flag, value]
+    return tuple(out)
 
 
 ZOO: dict[str, ZooEntry] = {e.name: e for e in [

@@ -354,6 +354,8 @@ class Projector:
         self.estimator_ = estimator
         self.embedding_ = np.asarray(embedding, dtype=np.float32)
         self.n_features_in_ = Xp.shape[1]
+        if self.method == "umap":  # the same array as the exact search index's (no copy for float32 input)
+            self._fit_data_ = np.ascontiguousarray(Xp, dtype=np.float32)
         if self.method == "pca":
             self.explained_variance_ratio_ = np.asarray(estimator.explained_variance_ratio_)
         return self
@@ -367,9 +369,30 @@ class Projector:
         Xp = self._prepare(X)
         if Xp.shape[1] != self.n_features_in_:
             raise ValueError(f"fitted on {self.n_features_in_} features, got {Xp.shape[1]}")
-        with self._threads(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*(n_jobs value|random_state).*")
-            return np.asarray(self.estimator_.transform(Xp), dtype=np.float32)
+        fitted = self._fitted_rows(Xp) if self.method == "umap" else np.full(len(Xp), -1)
+        out = np.empty((len(Xp), self.n_components), dtype=np.float32)
+        known = fitted >= 0
+        out[known] = self.embedding_[fitted[known]]
+        if (~known).any():
+            with self._threads(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*(n_jobs value|random_state).*")
+                out[~known] = np.asarray(self.estimator_.transform(Xp[~known]), dtype=np.float32)
+        return out
+
+    def _fitted_rows(self, Xp: np.ndarray) -> np.ndarray:
+        """``[M]`` index of the fitted point each row of ``Xp`` is exactly equal to, or -1.
+
+        UMAP's ``transform`` re-optimises every point it is given from the mean of its neighbours' places, so a point
+        that was fitted (an uploaded image that is in the dataset) would land up to a tenth of the map away from its own
+        dot; such points get their fitted coordinates instead.
+        """
+        from ssl_viz.analysis.retrieval import Retriever
+
+        data = self._fit_data_
+        _, idx = Retriever(k=1, metric="euclidean").fit(data).query(Xp)
+        idx = idx[:, 0].astype(np.int64)
+        same = (data[idx] == Xp).all(axis=1)
+        return np.where(same, idx, -1)
 
     def fit_transform(self, X, y=None) -> np.ndarray:
         """``fit(X)`` and return :attr:`embedding_` ``[N, n_components]``."""
