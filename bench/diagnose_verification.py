@@ -3,7 +3,7 @@
     python -m bench.diagnose_verification [--budget 120] [--cases textures:orientation,...] [--all]
 
 Each case is what ``python -m ssl_viz diagnose --dataset D --label F --verify 120 --out F.json`` does: the
-dose-response diagnosis with its CLI defaults, then 120 s SimCLR runs (small-cnn width 16, batch 256) scored by
+dose-response diagnosis with its CLI defaults, then 120 s SimCLR runs (small-cnn width 16, the default batch) scored by
 weighted kNN top-1 of the case's label (whole test set against the whole training set). The reports live in
 ``bench/results/diagnose-verification/<case>.json``. By default a case whose recommended policy is the one its
 stored report already verified is left as it is, and a case whose recommendation changed retrains only the

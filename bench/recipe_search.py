@@ -139,9 +139,38 @@ def grid_methods120() -> list[dict]:
     return out
 
 
+def grid_methods120b() -> list[dict]:
+    """Real 120 s CPU runs (``--real --budget 120``), the second screen: each method's best of methods120 pushed one step
+    further (the memory bank's InstDisc temperature 0.07 and a higher lr, BYOL's faster EMA, MoCo's EMA, SwAV's prototypes,
+    SimCLR's batch halved again)."""
+    base = {"encoder_width": 16, "lr": 6e-3, "batch_size": 128, "augment": "simclr-small"}
+    return [candidate("memory_bank-t0.07-bm0", method="memory_bank", **base, temperature=0.07, bank_momentum=0.0),
+            candidate("memory_bank-t0.1-bm0-lr1.2e-2", method="memory_bank", **{**base, "lr": 1.2e-2}, temperature=0.1, bank_momentum=0.0),
+            candidate("byol-pred10-m0.96", method="byol", **base, predictor_lr_scale=10.0, momentum=0.96),
+            candidate("moco-t0.1-m0.98", method="moco", **base, temperature=0.1, momentum=0.98),
+            candidate("swav-t0.1-p300", method="swav", **base, temperature=0.1, n_prototypes=300),
+            candidate("simclr-bs64-lr4e-3", **{**base, "batch_size": 64, "lr": 4e-3})]
+
+
+def grid_methods120c() -> list[dict]:
+    """Real 120 s CPU runs (``--real --budget 120``), the third screen, for the two presets still short of 0.85 at 300 s:
+    BYOL's EMA faster again, MoCo's queue four times longer."""
+    base = {"encoder_width": 16, "lr": 6e-3, "batch_size": 128, "augment": "simclr-small"}
+    return [candidate("byol-pred10-m0.92", method="byol", **base, predictor_lr_scale=10.0, momentum=0.92),
+            candidate("moco-t0.1-q16384", method="moco", **base, temperature=0.1, queue_size=16384)]
+
+
+def grid_confirm300() -> list[dict]:
+    """Real 300 s CPU runs (``--real --budget 300``): speed120's best (batch 128, lr 6e-3) against the default, back to back;
+    then methods120b's batch 64."""
+    base = {"encoder_width": 16, "lr": 8e-3, "augment": "simclr-small"}
+    return [candidate("default", **base), candidate("bs128-lr6e-3", **{**base, "batch_size": 128, "lr": 6e-3}),
+            candidate("bs64-lr4e-3", **{**base, "batch_size": 64, "lr": 4e-3})]  # methods120b's SimCLR, run after the first two
+
+
 # What a candidate changes is relative to this base (the defaults before the search).
 SEARCH_BASE = {"method": "simclr", "encoder": "small-cnn", "encoder_width": 32, "augment": "simclr", "lr": 2e-3}
-GRIDS = {"cpu300": grid_cpu300, "cpu120": grid_cpu120, "final300": grid_final300, "speed120": grid_speed120, "methods120": grid_methods120}
+GRIDS = {"cpu300": grid_cpu300, "cpu120": grid_cpu120, "final300": grid_final300, "speed120": grid_speed120, "methods120": grid_methods120, "confirm300": grid_confirm300, "methods120b": grid_methods120b, "methods120c": grid_methods120c}
 METHOD_KEYS = {"temperature", "proj_hidden", "proj_dim", "queue_size", "momentum", "n_prototypes", "bank_loss", "bank_momentum",
                "predictor_lr_scale"}
 

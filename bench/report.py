@@ -29,7 +29,7 @@ from bench import augment_throughput, extraction, retrieval, time_to_quality, tr
 from ssl_viz.paths import models_dir  # noqa: E402
 from ssl_viz.zoo import CPU_RECIPE  # noqa: E402
 
-SECTIONS = ("time", "recipes", "throughput", "extraction", "projection", "retrieval", "browser", "gpu")
+SECTIONS = ("time", "recipes", "limits", "throughput", "extraction", "projection", "retrieval", "browser", "gpu")
 
 
 def cpu_name() -> str:
@@ -64,7 +64,8 @@ def section_time(retrain: bool) -> str:
         time_to_quality.retrain(models_dir())
     rows = time_to_quality.collect(models_dir())
     recipe = " ".join(CPU_RECIPE)
-    return ("Fashion-MNIST, training from scratch on the CPU for 300 s (`python -m ssl_viz.zoo`, recipe `" + recipe + "`), "
+    return ("Fashion-MNIST, training from scratch on the CPU for 300 s (`python -m ssl_viz.zoo`, the default recipe `" + recipe
+            + "` with each method's preset (`ssl_viz.config.METHOD_PRESETS`) on top: the recipe column), "
             "weighted kNN top-1 (k=200, T=0.1) of the backbone features on the full 10k test set with the 60k training set as the bank; "
             "the curve is the kNN monitor's, seconds of training (monitoring excluded). Target: 0.85.\n\n"
             + time_to_quality.markdown(rows, 0.85))
@@ -75,7 +76,10 @@ GRID_TEXT = {  # what each recorded grid searched (bench/recipe_search.py)
     "final300": "SimCLR, small-cnn width 16, lr 8e-3: the two finalists",
     "speed120": "SimCLR from the `simclr-small` default: smaller training views (test images stay 28 px), multi-crop, "
                 "temperature, batch size, learning rate",
-    "methods120": "each method on SimCLR's recipe, then the usual levers of its paper",
+    "methods120": "each method from speed120's best (batch 128, lr 6e-3), then the usual levers of its paper",
+    "methods120b": "the second screen: each method's best of methods120 pushed one step further, and SimCLR at batch 64",
+    "methods120c": "the third screen, for the presets still short of 0.85 at 300 s (BYOL, MoCo)",
+    "confirm300": "SimCLR, `simclr-small`: speed120's best (batch 128, lr 6e-3) against the default (batch 256, lr 8e-3), back to back",
 }
 
 
@@ -88,11 +92,14 @@ def section_recipes() -> str:
         rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
         rows.sort(key=lambda r: -r.get("knn_top1", 0))
         grid = f.stem.removeprefix("recipe-search-")
-        if "emulated" in grid:
+        if grid == "presets300":
+            head = ("The presets at 300 s: the zoo's runs (`python -m ssl_viz.zoo`, kNN monitor on the full protocol, its time "
+                    "excluded from the budget), each against the old recipe's zoo run:")
+        elif "emulated" in grid:
             head = ("Emulated 300 s CPU runs on a GPU (`python -m bench.recipe_search --grid cpu300 --device cuda`): each candidate "
                     "trains for the steps 2 CPU cores manage in 300 s; only the first candidates finished in the GPU time at hand:")
         else:
-            budget = re.search(r"(\d+)$", grid).group(1)
+            budget = re.search(r"(\d+)[a-z]?$", grid).group(1)
             head = (f"Real CPU runs (`python -m bench.recipe_search --grid {grid} --real --budget {budget}`), "
                     f"{GRID_TEXT.get(grid, 'SimCLR')}; full-protocol kNN:")
         real = "emulated" not in grid
@@ -101,6 +108,28 @@ def section_recipes() -> str:
         parts.append(f"`{f.relative_to(ROOT)}`. " + head + "\n\n"
                      + table(["candidate", "training s" if real else "planned steps", "steps", "kNN top-1", "note"], table_rows))
     return "\n\n".join(parts) if parts else "No recipe search recorded."
+
+
+def section_limits() -> str:
+    """The step split recorded by ``python -m bench.step_split --json bench/results/step-split-cpu.json`` (timed: run it idle)."""
+    f = ROOT / "bench" / "results" / "step-split-cpu.json"
+    if not f.exists():
+        return "Not recorded: run `python -m bench.step_split --json bench/results/step-split-cpu.json` with the machine idle."
+    r = json.loads(f.read_text())
+    c, ms = r["config"], r["ms_per_step"]
+    parts = [p for p in ms if p != "step"]
+    head = (f"`{f.relative_to(ROOT)}` (`python -m bench.step_split`): {c['method']}, {c['encoder']} width {c['width']}, "
+            f"batch {c['batch']}, {r.get('threads', 2)} threads: **{ms['step']:.0f} ms a step, {c['batch'] * 1000 / ms['step']:,.0f} "
+            "images/s**, each part timed on its own over the same batches:")
+    by_size = table(["operator input H x W", "share of forward + backward"],
+                    [[k, f"{v:.0%}"] for k, v in r["share_by_input_size"].items() if v >= 0.005])
+    compute = (ms["forward"] + ms["backward"]) / ms["step"]
+    head += ("\n\nThe encoder's forward and backward are " + f"{compute:.0%}" + " of the step; batching, augmentation, clipping and "
+             "the optimiser together are the rest. What is left to win is fewer FLOPs per image or more cores: the cheaper "
+             "views of the recipe search (20-24 px training views, multi-crop's small crops) lost more accuracy than their "
+             "extra steps gave back, and halving the batch again (64) doubled the steps for no gain at 300 s.")
+    return (head + "\n\n" + table(["part", "ms / step", "share"], [[p, f"{ms[p]:.1f}", f"{ms[p] / ms['step']:.0%}"] for p in parts])
+            + "\n\nForward and backward by the spatial size each operator works on (`torch.profiler` self time):\n\n" + by_size)
 
 
 def section_throughput() -> str:
@@ -209,6 +238,7 @@ def main() -> None:
     if only:
         skip = set(SECTIONS) - only
     titles = {"time": "Time to quality (CPU)", "recipes": "Recipe search (how the default recipe was chosen)",
+              "limits": "What limits time to quality (CPU step split)",
               "throughput": "Training throughput (CPU)", "extraction": "Embedding extraction (CPU)",
               "projection": "Projections (CPU)", "retrieval": "Retrieval (CPU)", "browser": "Page render times (browser)", "gpu": "GPU"}
     previous = previous_sections(args.out)  # read before the partial writes below replace the file

@@ -1,6 +1,6 @@
 """Where a training step's time goes on the CPU: augmentation, forward, backward, optimiser, and the layers that cost most.
 
-    python -m bench.step_split [--method simclr --encoder small-cnn --width 16 --batch 256 --steps 100] [--json FILE]
+    python -m bench.step_split [--method simclr --encoder small-cnn --width 16 --batch 128 --steps 100] [--json FILE]
 
 Times the parts of ``Trainer.train_step`` one after another on the same batches (the loop's own code: batched
 augmentation, channels_last, fused AdamW), then profiles forward + backward with ``torch.profiler`` and sums the
@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ssl_viz.config import method_preset  # noqa: E402
+from ssl_viz.config import TrainConfig, method_preset  # noqa: E402
 from ssl_viz.data import load_dataset  # noqa: E402
 from ssl_viz.train import Trainer  # noqa: E402
 
@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--method", default="simclr")
     parser.add_argument("--encoder", default="small-cnn")
     parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=TrainConfig().batch_size)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -103,7 +103,9 @@ def main() -> None:
     for k, v in shares.items():
         print(f"| {k} | {v:.0%} |")
     if args.json:
-        args.json.write_text(json.dumps({"config": vars(args) | {"json": None}, "ms_per_step": ms, "share_by_input_size": shares}, indent=2))
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"config": {k: v for k, v in vars(args).items() if k != "json"}, "threads": torch.get_num_threads(),
+                                         "ms_per_step": ms, "share_by_input_size": shares}, indent=2))
 
 
 if __name__ == "__main__":

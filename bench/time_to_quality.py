@@ -12,7 +12,9 @@ monitoring time is not counted in the budget). ``--retrain`` rebuilds them first
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -31,7 +33,25 @@ def read_curve(run_dir: Path) -> dict:
     return {"name": run_dir.name, "method": card.get("method"), "encoder": card.get("encoder"), "device": card.get("device"),
             "seconds": card.get("seconds"), "steps": card.get("steps"), "images_seen": card.get("images_seen"),
             "knn": ev.get("knn_top1"), "linear": ev.get("linear_top1"), "alignment": ev.get("alignment"),
-            "uniformity": ev.get("uniformity"), "curve": points}
+            "uniformity": ev.get("uniformity"), "curve": points, "command": card.get("command", ""),
+            "saved": time.strftime("%Y-%m-%d", time.gmtime(card["saved_at"])) if "saved_at" in card else ""}
+
+
+COMMON_FLAGS = {"--dataset", "--method", "--encoder", "--width", "--augment", "--time-budget", "--device", "--knn-every",
+                "--knn-samples", "--out"}
+
+
+def recipe_text(command: str) -> str:
+    """The training flags of a card's command that say its recipe (batch, lr, the method's own settings)."""
+    words = shlex.split(command)[3:]  # after "python -m ssl_viz train"
+    out, i = [], 0
+    while i < len(words):
+        flag = words[i]
+        value = words[i + 1] if i + 1 < len(words) and not words[i + 1].startswith("--") else None
+        if flag.startswith("--") and flag not in COMMON_FLAGS and flag != "--quiet":
+            out.append(flag if value is None else f"{flag} {value}")
+        i += 1 if value is None else 2
+    return " ".join(out)
 
 
 def first_reaching(curve: list[tuple[float, float]], target: float) -> float | None:
@@ -50,13 +70,13 @@ def retrain(models: Path) -> None:
 
 
 def markdown(rows: list[dict], target: float) -> str:
-    lines = ["| run | device | s | steps | images | kNN curve (s: top-1) | final kNN | linear | align. | unif. | "
-             f"first >= {target} |", "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| run | recipe | trained | device | s | steps | images | kNN curve (s: top-1) | final kNN | linear | align. | unif. | "
+             f"first >= {target} |", "| --- | --- | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         curve = ", ".join(f"{t:.0f}: {a:.3f}" for t, a in r["curve"])
         hit = first_reaching(r["curve"], target)
         reached = f"{hit:.0f} s" if hit is not None else "not reached"
-        lines.append(f"| {r['name']} | {r['device']} | {r['seconds']} | {r['steps']} | {r['images_seen']:,} | {curve} | "
+        lines.append(f"| {r['name']} | `{recipe_text(r.get('command', ''))}` | {r.get('saved', '')} | {r['device']} | {r['seconds']} | {r['steps']} | {r['images_seen']:,} | {curve} | "
                      f"{r['knn']:.4f} | {r['linear']:.4f} | {r['alignment']:.3f} | {r['uniformity']:.3f} | "
                      f"{reached} |")
     return "\n".join(lines)

@@ -38,8 +38,8 @@ VERIFY_POLICIES = ("recommended", "simclr", "simclr-small")
 
 
 def sweep_config(dataset: str, label: str | None, augment: str, device: str = "auto", seed: int = 0) -> TrainConfig:
-    """The base run of an ablation sweep or a verification: SimCLR, a small CNN of width 16, the default batch (256)
-    and learning rate (8e-3) of :class:`~ssl_viz.config.TrainConfig`, no kNN monitor."""
+    """The base run of an ablation sweep or a verification: SimCLR, a small CNN of width 16, the default batch (128)
+    and learning rate (6e-3) of :class:`~ssl_viz.config.TrainConfig`, no kNN monitor."""
     return TrainConfig(method="simclr", encoder="small-cnn", encoder_width=16, dataset=dataset, dataset_label=label,
                        augment=augment, device=device, knn_every=0, seed=seed)
 

@@ -33,7 +33,7 @@ from ssl_viz.paths import models_dir
 from ssl_viz.rundir import CARD, CHECKPOINT, EVOLUTION, LOG, STATUS
 
 # The tuned CPU recipe, TrainConfig's defaults spelled out (bench/recipe_search.py, bench/RESULTS.md).
-CPU_RECIPE = ("--encoder", "small-cnn", "--width", "16", "--batch-size", "256", "--lr", "8e-3", "--augment", "simclr-small")
+CPU_RECIPE = ("--encoder", "small-cnn", "--width", "16", "--batch-size", "128", "--lr", "6e-3", "--augment", "simclr-small")
 TIME_BUDGET = 300.0
 
 

@@ -512,7 +512,7 @@ def test_recommended_policy_parses_and_trains(tmp_path, shapes_doses):
     configs = verification_configs(sweep_config("shapes", "color", "simclr"), spec, budget=30)
     assert list(configs) == ["recommended", "simclr", "simclr-small"] and all(c.time_budget == 30 for c in configs.values())
     assert [c.augment for c in configs.values()] == [spec, "simclr", "simclr-small"]
-    assert configs["simclr"].batch_size == 256 and configs["simclr"].lr == 8e-3 and configs["simclr"].knn_every == 0
+    assert configs["simclr"].batch_size == TrainConfig().batch_size and configs["simclr"].lr == TrainConfig().lr and configs["simclr"].knn_every == 0
     with pytest.raises(ValueError, match="unknown augmentation"):
         verification_configs(configs["simclr"], "simclr+wobble=1", 30)
     tr, te = load_dataset("shapes", "train", label="color", n=N_TRAIN).head(128), load_dataset("shapes", "test", label="color", n=N_TEST)
