@@ -53,11 +53,11 @@ def test_the_zoo_spells_out_each_presets_flags(monkeypatch):
 def test_a_preset_that_changes_the_cpu_recipe_replaces_its_value_once(monkeypatch):
     from ssl_viz import zoo
 
-    monkeypatch.setitem(METHOD_PRESETS, "byol", {"batch_size": 128, "lr": 6e-3, "compile": True,
+    monkeypatch.setitem(METHOD_PRESETS, "byol", {"batch_size": 64, "lr": 4e-3, "compile": True,
                                                   "method_cfg": {"predictor_lr_scale": 10.0}})
     flags = zoo.preset_flags("byol")
-    assert flags.count("--batch-size") == 1 and flags[flags.index("--batch-size") + 1] == "128"
-    assert flags.count("--lr") == 1 and flags[flags.index("--lr") + 1] == "0.006"
+    assert flags.count("--batch-size") == 1 and flags[flags.index("--batch-size") + 1] == "64"
+    assert flags.count("--lr") == 1 and flags[flags.index("--lr") + 1] == "0.004"
     assert "--compile" in flags and flags[flags.index("--predictor-lr-scale") + 1] == "10.0"
     assert config_from_args(build_parser().parse_args(["train", *flags])) == method_preset("byol")
 
