@@ -48,7 +48,7 @@ def table(header: list[str], rows: list[list]) -> str:
     return "\n".join(out)
 
 
-def section_machine() -> str:
+def section_machine(only: set[str] | None = None) -> str:
     import numpy
     import streamlit
     import torchvision
@@ -56,7 +56,9 @@ def section_machine() -> str:
     return (f"Written {time.strftime('%Y-%m-%d %H:%M')} by `python -m bench.report` on {cpu_name()}, "
             f"{os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), torchvision {torchvision.__version__}, "
             f"numpy {numpy.__version__}, streamlit {streamlit.__version__}, Python {platform.python_version()}. "
-            "Figures, not assertions: a busy machine gives lower ones.")
+            "Figures, not assertions: a busy machine gives lower ones."
+            + (f" This write reran {', '.join(sorted(only))} only; the other sections are kept from earlier reports, possibly "
+               "from another machine." if only else ""))
 
 
 def section_time(retrain: bool) -> str:
@@ -243,7 +245,7 @@ def main() -> None:
               "projection": "Projections (CPU)", "retrieval": "Retrieval (CPU)", "browser": "Page render times (browser)", "gpu": "GPU"}
     previous = previous_sections(args.out)  # read before the partial writes below replace the file
     kept = previous if only else {}
-    doc = ["# ssl-viz benchmark results", "", section_machine()]
+    doc = ["# ssl-viz benchmark results", "", section_machine(only)]
     for key in SECTIONS:
         if key in skip:
             if titles[key] in kept:

@@ -108,9 +108,16 @@ def test_the_report_keeps_the_sections_of_the_separate_benchmarks(tmp_path, monk
     out.write_text("# ssl-viz benchmark results\n\n## Retrieval (CPU)\n\nold\n\n## Classroom: 20 browser sessions on one server\n\nkept figures\n")
     monkeypatch.setattr(report, "SECTIONS", ("retrieval",))
     monkeypatch.setattr(report, "section_retrieval", lambda: "new figures")
-    monkeypatch.setattr(report, "section_machine", lambda: "machine")
+    monkeypatch.setattr(report, "section_machine", lambda only=None: "machine")
     monkeypatch.setattr(sys, "argv", ["report", "--out", str(out)])
     report.main()
     sections = report.previous_sections(out)
     assert sections["Retrieval (CPU)"] == "new figures"
     assert sections["Classroom: 20 browser sessions on one server"] == "kept figures"
+
+
+def test_a_partial_report_says_which_sections_it_reran():
+    from bench import report
+
+    assert "reran recipes, time only" in report.section_machine({"time", "recipes"})
+    assert "kept from earlier" not in report.section_machine(set())
