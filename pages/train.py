@@ -45,9 +45,7 @@ image_size = c2.select_slider("Image size (px)", list(IMAGE_SIZES), value=64, ke
                               help="your images are resized (short side) and centre-cropped to this side") if is_folder else None
 size = image_size or ds.image_size[0]
 device_kind = "cuda" if pick_device(D.device).type == "cuda" else "cpu"
-recipe = suggested_recipe(size, device_kind)
-if recipe == suggested_recipe(TrainConfig().image_size or 28, "cpu") and device_kind == "cpu":
-    recipe = replace(recipe, batch_size=D.batch_size, lr=D.lr)  # the default recipe's band: the method's preset decides
+recipe = suggested_recipe(size, device_kind, method)
 # The suggestion sets the encoder, width and batch widgets when it changes, except those the user has set to
 # something else than the previous suggestion (an explicit choice is kept).
 state = st.session_state

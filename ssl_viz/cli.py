@@ -199,9 +199,10 @@ def config_from_file(path: str | Path) -> TrainConfig:
     return cfg
 
 
-def train_flags(cfg: TrainConfig, base: TrainConfig | None = None) -> list[str]:
+def train_flags(cfg: TrainConfig, base: TrainConfig | None = None, always: tuple[str, ...] = ()) -> list[str]:
     """Flags of ``python -m ssl_viz train`` that rebuild ``cfg`` (the names, plus only the values that differ from
-    ``base``; by default from the method's preset, what the CLI starts from for its ``--method``).
+    ``base``; by default from the method's preset, what the CLI starts from for its ``--method``). The fields named in
+    ``always`` (TrainConfig or MethodConfig field names) are spelled even when they equal ``base``'s.
 
     For showing a run as a command line; runs started in the background train from their ``config.json``
     instead (``train --config``). Raises :class:`CliError` when ``cfg`` changes a field that has no flag.
@@ -215,7 +216,7 @@ def train_flags(cfg: TrainConfig, base: TrainConfig | None = None) -> list[str]:
         for flag, (dest, _, _) in table.items():
             seen.add(dest)
             value = getattr(obj, dest)
-            if dest not in ("method", "encoder", "dataset") and value != getattr(default, dest) and value is not None:
+            if dest not in ("method", "encoder", "dataset") and (value != getattr(default, dest) or dest in always) and value is not None:
                 text = repr(value) if isinstance(value, float) else ":".join(map(repr, value)) if isinstance(value, tuple) else str(value)
                 args += [flag, text]
     if cfg.amp != base.amp:

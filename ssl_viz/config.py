@@ -174,14 +174,15 @@ class Recipe:
         encoder: a name of :data:`ssl_viz.encoders.ENCODERS`.
         encoder_width: base width of ``small-cnn`` / ``resnet18-cifar`` (TrainConfig's 16 for the torchvision
             bodies, which have their own widths).
-        batch_size: images per step; lr: peak AdamW learning rate (:func:`suggested_lr` of the encoder).
+        batch_size: images per step; lr: peak AdamW learning rate (:func:`suggested_lr` of the encoder). None in the
+            bands of the default recipe: :func:`suggested_recipe` fills in the method's preset.
         reason: one clause, lower case and without a full stop, for "For 96 px images on the CPU: ... — reason".
     """
 
     encoder: str
     encoder_width: int
-    batch_size: int
-    lr: float
+    batch_size: int | None
+    lr: float | None
     reason: str
 
 
@@ -190,10 +191,10 @@ class Recipe:
 # bench/image_sizes.py (SimCLR steps, batch 32, images/s per core and the memory a step adds; bench/RESULTS.md,
 # "Image sizes (CPU)"), with batches kept to about 2 GB a step; the CUDA ones are the literature's usual recipes.
 _CPU_RECIPES = (
-    (48, Recipe("small-cnn", 16, TrainConfig.batch_size, TrainConfig.lr,  # the default recipe (and the methods' presets)
+    (48, Recipe("small-cnn", 16, None, None,  # the default recipe: the method's preset's batch and lr
                 "the small CNN trained 800 images/s per core at 32 px, 5x any other encoder measured; smaller batches beat "
                 "256 in 300 s on Fashion-MNIST (more steps at the same images/s)")),
-    (80, Recipe("small-cnn", 16, TrainConfig.batch_size, TrainConfig.lr,
+    (80, Recipe("small-cnn", 16, None, None,
                 "the small CNN trained 230 images/s per core at 64 px, 4x any other encoder measured; the default batch "
                 "(measured best at 28 px in a time budget, not at 64) adds about 0.55 GB")),
     (112, Recipe("resnet18", 16, 64, 2e-3,
@@ -219,16 +220,21 @@ _CUDA_RECIPES = (
 )
 
 
-def suggested_recipe(image_size: int, device: str) -> Recipe:
+def suggested_recipe(image_size: int, device: str, method: str = TrainConfig.method) -> Recipe:
     """The encoder, width, batch size and peak lr to train ``image_size`` px images with on ``device``.
 
     Sizes between the measured ones (32, 64, 96, 128, 224) take the nearest band's recipe; ``device`` is "cpu",
     "cuda" (also "cuda:1"), or "auto"/"mps" (treated as a GPU when it starts with "cuda", else as the CPU).
-    The CPU figures are measured (bench/image_sizes.py); the CUDA ones are the literature's and say so.
+    The CPU figures are measured (bench/image_sizes.py); the CUDA ones are the literature's and say so. In the bands of
+    the default recipe (the small CNN on the CPU up to 64 px) the batch and lr are ``method``'s :func:`method_preset`.
     """
     size = int(image_size)
     bands = _CUDA_RECIPES if str(device).startswith("cuda") else _CPU_RECIPES
-    return next(recipe for top, recipe in bands if top is None or size <= top)
+    recipe = next(recipe for top, recipe in bands if top is None or size <= top)
+    if recipe.batch_size is None:
+        preset = method_preset(method)
+        recipe = dataclasses.replace(recipe, batch_size=preset.batch_size, lr=preset.lr)
+    return recipe
 
 
 def to_dict(cfg: Any) -> dict:

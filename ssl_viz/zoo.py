@@ -32,8 +32,6 @@ from pathlib import Path
 from ssl_viz.paths import models_dir
 from ssl_viz.rundir import CARD, CHECKPOINT, EVOLUTION, LOG, STATUS
 
-# The tuned CPU recipe, TrainConfig's defaults spelled out (bench/recipe_search.py, bench/RESULTS.md).
-CPU_RECIPE = ("--encoder", "small-cnn", "--width", "16", "--batch-size", "128", "--lr", "6e-3", "--augment", "simclr-small")
 TIME_BUDGET = 300.0
 
 
@@ -59,29 +57,37 @@ VIT = ("--encoder", "vit-tiny", "--batch-size", "512", "--lr", "1e-3", "--weight
 VIT_AUGMENT = "simclr+crop_scale=0.5:1.0,jitter_strength=1.0"
 
 
-def preset_flags(method: str) -> tuple[str, ...]:
-    """``--method NAME`` and the flags of the method's preset (ssl_viz.config.METHOD_PRESETS) that differ from the
-    defaults, spelled out so a card's command shows the whole recipe."""
-    from ssl_viz.cli import train_flags
-    from ssl_viz.config import TrainConfig, method_preset
+RECIPE_FIELDS = ("encoder_width", "batch_size", "lr", "augment")  # spelled in every zoo command, default or not
 
-    flags = [f for f in train_flags(method_preset(method), base=TrainConfig()) if f != "--channels-last"]  # the default
-    changed: dict[str, str | None] = {}
-    for i, f in enumerate(flags):
-        if f.startswith("--"):  # a "--flag value" pair, or a switch (--amp, --compile) followed by the next flag
-            value = flags[i + 1] if i + 1 < len(flags) and not flags[i + 1].startswith("--") else None
-            changed[f] = value
-    changed.pop("--dataset", None)
-    changed.pop("--method", None)
-    recipe = dict(zip(CPU_RECIPE[::2], CPU_RECIPE[1::2]))
-    if changed.get("--encoder") == recipe["--encoder"]:
-        del changed["--encoder"]
-    out = ["--method", method]
-    for flag, value in recipe.items():  # the CPU recipe's flags in their order, with the preset's values where it sets them
-        out += [flag, changed.pop(flag, value)]
-    for flag, value in changed.items():
-        out += [flag] if value is None else [flag, value]
-    return tuple(out)
+
+def recipe_flags(cfg) -> tuple[str, ...]:
+    """``--method``, ``--encoder``, the :data:`RECIPE_FIELDS` and whatever else ``cfg`` changes from the defaults, as
+    ``python -m ssl_viz train`` flags: a card's command shows the whole recipe. No ``--dataset`` (each entry names its
+    own) and no ``--channels-last`` (the default)."""
+    from ssl_viz.cli import train_flags
+    from ssl_viz.config import TrainConfig
+
+    flags = train_flags(cfg, base=TrainConfig(), always=RECIPE_FIELDS)
+    at = flags.index("--dataset")
+    del flags[at:at + 2]
+    return tuple(f for f in flags if f != "--channels-last")
+
+
+def preset_flags(method: str) -> tuple[str, ...]:
+    """:func:`recipe_flags` of the method's preset (ssl_viz.config.METHOD_PRESETS)."""
+    from ssl_viz.config import method_preset
+
+    return recipe_flags(method_preset(method))
+
+
+def _default_recipe() -> tuple[str, ...]:
+    from ssl_viz.config import TrainConfig
+
+    return recipe_flags(TrainConfig())[2:]  # without "--method simclr"
+
+
+# The tuned CPU recipe, TrainConfig's defaults spelled out (bench/recipe_search.py, bench/RESULTS.md).
+CPU_RECIPE = _default_recipe()
 
 
 ZOO: dict[str, ZooEntry] = {e.name: e for e in [

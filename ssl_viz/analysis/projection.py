@@ -315,7 +315,7 @@ class Projector:
         if self.exact_knn and params["metric"] == "euclidean" and "precomputed_knn" not in params:
             with _limit_threads(os.cpu_count() or 1):  # one large matrix product: every core (the layout stays on one)
                 idx, dist = knn_graph(X, params["n_neighbors"])
-            params["precomputed_knn"] = (idx, dist, ExactSearchIndex(X))
+            params["precomputed_knn"] = (idx, dist, self._fit_index_)  # the index transform() checks fitted rows with
             params["force_approximation_algorithm"] = True  # use the graph at every size (umap-learn ignores it below 4096)
         return umap.UMAP(n_components=self.n_components, random_state=self.random_state, **params)
 
@@ -345,6 +345,8 @@ class Projector:
                                   + ("pick a dataset with more images." if self.method == "pca" else "pick PCA, or a dataset with more images."))
         if self.method == "pca" and Xp.shape[1] < self.n_components:
             raise ProjectionError(f"PCA to {self.n_components} components needs at least {self.n_components} features, got {Xp.shape[1]}")
+        if self.method == "umap":
+            self._fit_index_ = ExactSearchIndex(Xp)
         estimator = self._build(Xp)
         with self._threads(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*(knn_search_index|n_jobs value|random_state|NNDescent).*")
@@ -354,8 +356,6 @@ class Projector:
         self.estimator_ = estimator
         self.embedding_ = np.asarray(embedding, dtype=np.float32)
         self.n_features_in_ = Xp.shape[1]
-        if self.method == "umap":  # the same array as the exact search index's (no copy for float32 input)
-            self._fit_data_ = np.ascontiguousarray(Xp, dtype=np.float32)
         if self.method == "pca":
             self.explained_variance_ratio_ = np.asarray(estimator.explained_variance_ratio_)
         return self
@@ -386,10 +386,8 @@ class Projector:
         that was fitted (an uploaded image that is in the dataset) would land up to a tenth of the map away from its own
         dot; such points get their fitted coordinates instead.
         """
-        from ssl_viz.analysis.retrieval import Retriever
-
-        data = self._fit_data_
-        _, idx = Retriever(k=1, metric="euclidean").fit(data).query(Xp)
+        data = self._fit_index_._raw_data
+        idx, _ = self._fit_index_.query(Xp, 1)
         idx = idx[:, 0].astype(np.int64)
         same = (data[idx] == Xp).all(axis=1)
         return np.where(same, idx, -1)
